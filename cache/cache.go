@@ -1,0 +1,98 @@
+// Package cache is a byte-bounded LRU of decoded object batches, shared by
+// all readers of a node, so that consumers replaying the same range fetch it
+// from the store once.
+package cache
+
+import (
+	"math"
+	"sync"
+	"sync/atomic"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+	"github.com/shalelog/shale/tier/object"
+)
+
+// Key names one batch: the object and the batch's byte offset in it.
+// Objects are immutable, so a key's value never changes.
+type Key struct {
+	Object string
+	Off    int64
+}
+
+type entry struct {
+	recs []object.Record
+	size int64
+}
+
+// Stats are the cache's counters.
+type Stats struct {
+	Hits    int64 `json:"hits"`
+	Misses  int64 `json:"misses"`
+	Bytes   int64 `json:"bytes"`
+	Entries int   `json:"entries"`
+}
+
+// Cache is safe for concurrent use. The zero value is not usable; call New.
+type Cache struct {
+	max          int64
+	hits, misses atomic.Int64
+
+	mu struct {
+		sync.Mutex
+		lru   *simplelru.LRU[Key, entry]
+		bytes int64
+	}
+}
+
+// New returns a cache holding at most maxBytes of decoded records (as
+// estimated by Record.Size). maxBytes <= 0 disables caching.
+func New(maxBytes int64) *Cache {
+	c := &Cache{max: maxBytes}
+	// The count bound is effectively off: bytes are the bound, enforced in Add.
+	c.mu.lru, _ = simplelru.NewLRU[Key, entry](math.MaxInt32, func(_ Key, e entry) { c.mu.bytes -= e.size })
+	return c
+}
+
+// Get returns the records of a batch and counts a hit or a miss. Callers
+// must not modify the returned records.
+func (c *Cache) Get(k Key) ([]object.Record, bool) {
+	c.mu.Lock()
+	e, ok := c.mu.lru.Get(k)
+	c.mu.Unlock()
+	if ok {
+		c.hits.Add(1)
+		return e.recs, true
+	}
+	c.misses.Add(1)
+	return nil, false
+}
+
+// Add stores a batch's records, evicting the least recently used batches
+// until the cache fits its bound. A batch larger than the whole bound is not
+// stored.
+func (c *Cache) Add(k Key, recs []object.Record) {
+	var size int64
+	for i := range recs {
+		size += int64(recs[i].Size())
+	}
+	if size > c.max {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old, ok := c.mu.lru.Peek(k); ok {
+		c.mu.bytes -= old.size
+	}
+	c.mu.lru.Add(k, entry{recs: recs, size: size})
+	c.mu.bytes += size
+	for c.mu.bytes > c.max {
+		c.mu.lru.RemoveOldest()
+	}
+}
+
+// Stats returns the current counters.
+func (c *Cache) Stats() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return Stats{Hits: c.hits.Load(), Misses: c.misses.Load(), Bytes: c.mu.bytes, Entries: c.mu.lru.Len()}
+}

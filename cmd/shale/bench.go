@@ -1,0 +1,436 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	"github.com/shalelog/shale/httpapi"
+	"github.com/shalelog/shale/tier"
+	"github.com/shalelog/shale/tier/manifest"
+	"github.com/shalelog/shale/tier/object"
+)
+
+// countingStore counts requests and bytes, to report requests per GB.
+type countingStore struct {
+	tier.Store
+	puts, gets, lists  atomic.Int64
+	putBytes, getBytes atomic.Int64
+}
+
+func (c *countingStore) Put(ctx context.Context, k string, d []byte) (tier.Attrs, error) {
+	c.puts.Add(1)
+	c.putBytes.Add(int64(len(d)))
+	return c.Store.Put(ctx, k, d)
+}
+
+func (c *countingStore) PutIfAbsent(ctx context.Context, k string, d []byte) (tier.Attrs, error) {
+	c.puts.Add(1)
+	c.putBytes.Add(int64(len(d)))
+	return c.Store.PutIfAbsent(ctx, k, d)
+}
+
+func (c *countingStore) PutIfMatch(ctx context.Context, k string, d []byte, e string) (tier.Attrs, error) {
+	c.puts.Add(1)
+	c.putBytes.Add(int64(len(d)))
+	return c.Store.PutIfMatch(ctx, k, d, e)
+}
+
+func (c *countingStore) Get(ctx context.Context, k string, off, n int64) ([]byte, tier.Attrs, error) {
+	c.gets.Add(1)
+	b, a, err := c.Store.Get(ctx, k, off, n)
+	c.getBytes.Add(int64(len(b)))
+	return b, a, err
+}
+
+func (c *countingStore) List(ctx context.Context, p, s string, n int) ([]tier.Attrs, error) {
+	c.lists.Add(1)
+	return c.Store.List(ctx, p, s, n)
+}
+
+type benchResult struct {
+	ProduceMBs      float64 `json:"produce_mb_s"`
+	ProduceRecs     float64 `json:"produce_records_s"`
+	AckP50          float64 `json:"ack_p50_ms"`
+	AckP99          float64 `json:"ack_p99_ms"`
+	SatAckP50       float64 `json:"saturated_ack_p50_ms"`
+	SatAckP99       float64 `json:"saturated_ack_p99_ms"`
+	E2EP99          float64 `json:"e2e_p99_ms"`
+	CatchupMBs      float64 `json:"catchup_mb_s"`
+	RawPutMBs       float64 `json:"raw_put_mb_s"`
+	RawGetMBs       float64 `json:"raw_get_mb_s"`
+	PutsPerGB       float64 `json:"puts_per_gb"`
+	GetsPerGBRead   float64 `json:"catchup_gets_per_gb"`
+	AvgObjectBytes  float64 `json:"avg_object_bytes"`
+	RSSMB           float64 `json:"rss_mb"`
+	Partitions      int     `json:"partitions"`
+	Producers       int     `json:"producers"`
+	ValueBytes      int     `json:"value_bytes"`
+	ProducedRecords int64   `json:"produced_records"`
+	HalfLoadRecs    float64 `json:"half_load_records_s"`
+	Store           string  `json:"store"`
+}
+
+func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
+	f := newFlags("bench", "bench [--store URL] [flags]", stderr)
+	nf := addNodeFlags(f, "")
+	partitions := f.Int("partitions", 8, "partitions of the benchmark topic")
+	producers := f.Int("producers", 64, "concurrent producers (each waits for its acknowledgement, like a client with one request in flight)")
+	batch := f.Int("batch", 128, "records per produce request")
+	valueBytes := f.Int("value-bytes", 1024, "bytes per record value")
+	duration := f.Duration("duration", 10*time.Second, "length of the saturated produce phase")
+	halfDuration := f.Duration("half-duration", 5*time.Second, "length of the half-load latency phase (0 to skip)")
+	if _, err := f.parse(args); err != nil {
+		return err
+	}
+	if *nf.store == "" {
+		dir, err := os.MkdirTemp("", "shale-bench-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		*nf.store = "file://" + dir
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	base, err := tier.Open(ctx, *nf.store)
+	if err != nil {
+		return err
+	}
+	defer base.Close()
+	store := &countingStore{Store: base}
+	res := benchResult{Partitions: *partitions, Producers: *producers, ValueBytes: *valueBytes, Store: base.String()}
+
+	// 1. The store's own ceiling at the object size shale writes, with the
+	// same number of uploads in flight.
+	fmt.Fprintf(stderr, "measuring raw PUT/GET of %d-byte objects, %d at a time...\n", *nf.rollBytes, *nf.inflight)
+	if res.RawPutMBs, res.RawGetMBs, err = rawStore(ctx, base, int(*nf.rollBytes), *nf.inflight, *duration/2); err != nil {
+		return err
+	}
+
+	// 2. Saturated produce, with a follower measuring end-to-end latency.
+	hot, err := os.MkdirTemp("", "shale-bench-hot-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(hot)
+	*nf.hotDir = hot
+	node, err := startBenchNode(ctx, store, nf, logger)
+	if err != nil {
+		return err
+	}
+	topic := "bench-" + randHex(4)
+	if _, err := node.Log.CreateTopic(ctx, topic, int32(*partitions), manifest.Retention{Ms: -1, Bytes: -1}); err != nil {
+		node.Close()
+		return err
+	}
+	fmt.Fprintf(stderr, "producing for %v: %d producers, %d partitions, %d-byte values, batches of %d...\n", *duration, *producers, *partitions, *valueBytes, *batch)
+	puts0 := store.puts.Load()
+	sat := produce(ctx, node, topic, *partitions, *producers, *batch, *valueBytes, *duration, 0, true)
+	puts := store.puts.Load() - puts0
+	if sat.err != nil {
+		node.Close()
+		return sat.err
+	}
+	res.ProduceMBs = float64(sat.bytes) / 1e6 / sat.elapsed.Seconds()
+	res.ProduceRecs = float64(sat.records) / sat.elapsed.Seconds()
+	res.ProducedRecords = sat.records
+	res.SatAckP50, res.SatAckP99 = pct(sat.acks, 50), pct(sat.acks, 99)
+	res.E2EP99 = pct(sat.e2e, 99)
+	res.PutsPerGB = float64(puts) / (float64(sat.bytes) / 1e9)
+	var objects, objBytes int64
+	node.Log.View(func(s *manifest.State) {
+		seen := map[string]bool{}
+		for _, p := range s.Topics[topic].Parts {
+			for _, e := range p.Entries {
+				if !seen[e.Object] {
+					seen[e.Object] = true
+					objects++
+				}
+			}
+		}
+	})
+	objBytes = store.putBytes.Load()
+	if objects > 0 {
+		res.AvgObjectBytes = float64(objBytes) / float64(objects)
+	}
+
+	// 3. Half load: the acknowledgement latency a lightly loaded node gives.
+	if *halfDuration > 0 {
+		rate := res.ProduceRecs / 2
+		res.HalfLoadRecs = rate
+		fmt.Fprintf(stderr, "half load for %v at %.0f records/s...\n", *halfDuration, rate)
+		half := produce(ctx, node, topic, *partitions, *producers, *batch, *valueBytes, *halfDuration, rate, false)
+		if half.err != nil {
+			node.Close()
+			return half.err
+		}
+		res.AckP50, res.AckP99 = pct(half.acks, 50), pct(half.acks, 99)
+	}
+	if err := node.Close(); err != nil {
+		return err
+	}
+
+	// 4. Catch-up: a new node with a cold cache replays everything from the
+	// store, one reader per partition.
+	fmt.Fprintf(stderr, "catching up from offset 0 on a cold node...\n")
+	*nf.hotDir = hot + "-2"
+	defer os.RemoveAll(*nf.hotDir)
+	cold, err := startBenchNode(ctx, store, nf, logger)
+	if err != nil {
+		return err
+	}
+	gets0 := store.gets.Load()
+	start := time.Now()
+	var readBytes atomic.Int64
+	var wg sync.WaitGroup
+	errs := make([]error, *partitions)
+	for p := range *partitions {
+		wg.Go(func() {
+			for off := int64(0); ; {
+				r, err := cold.Reader.Read(ctx, topic, int32(p), off, 10000, 16<<20, 0)
+				if err != nil {
+					errs[p] = err
+					return
+				}
+				if len(r.Records) == 0 {
+					return
+				}
+				var n int64
+				for i := range r.Records {
+					n += int64(len(r.Records[i].Value) + len(r.Records[i].Key))
+				}
+				readBytes.Add(n)
+				off = r.Records[len(r.Records)-1].Offset + 1
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	cold.Close()
+	for _, err := range errs {
+		if err != nil {
+			return fmt.Errorf("catch-up read: %w", err)
+		}
+	}
+	res.CatchupMBs = float64(readBytes.Load()) / 1e6 / elapsed.Seconds()
+	res.GetsPerGBRead = float64(store.gets.Load()-gets0) / (float64(readBytes.Load()) / 1e9)
+	res.RSSMB = peakRSSMB()
+
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	row := func(name string, v float64, unit string, ratio string) {
+		fmt.Fprintf(tw, "%s\t%.1f\t%s\t%s\t\n", name, v, unit, ratio)
+	}
+	fmt.Fprintf(tw, "metric\tvalue\tunit\tvs raw store\t\n")
+	row("produce", res.ProduceMBs, "MB/s", fmt.Sprintf("%.2f x raw PUT", res.ProduceMBs/res.RawPutMBs))
+	row("produce", res.ProduceRecs, "records/s", "")
+	row("catch-up replay", res.CatchupMBs, "MB/s", fmt.Sprintf("%.2f x raw GET", res.CatchupMBs/res.RawGetMBs))
+	row("raw PUT", res.RawPutMBs, "MB/s", "")
+	row("raw GET", res.RawGetMBs, "MB/s", "")
+	row("ack p50 (half load)", res.AckP50, "ms", "")
+	row("ack p99 (half load)", res.AckP99, "ms", fmt.Sprintf("roll age + 100ms = %d", (*nf.rollAge+100*time.Millisecond).Milliseconds()))
+	row("ack p99 (saturated)", res.SatAckP99, "ms", "")
+	row("end-to-end p99 (saturated)", res.E2EP99, "ms", "")
+	row("PUTs per GB", res.PutsPerGB, "", "")
+	row("avg object", res.AvgObjectBytes/1e6, "MB", "")
+	row("peak RSS", res.RSSMB, "MB", "")
+	tw.Flush()
+	line, _ := json.Marshal(res)
+	fmt.Fprintf(stdout, "%s\n", line)
+	return nil
+}
+
+func startBenchNode(ctx context.Context, store tier.Store, nf nodeFlags, logger *slog.Logger) (*httpapi.Node, error) {
+	opts := nodeIngestOptions(nf)
+	return httpapi.StartNode(ctx, store, httpapi.Config{Ingest: opts, CacheBytes: *nf.cacheBytes, Logger: logger})
+}
+
+// rawStore PUTs then GETs objects of size bytes, inflight at a time, for
+// about d each, and returns MB/s for both.
+func rawStore(ctx context.Context, s tier.Store, size, inflight int, d time.Duration) (putMBs, getMBs float64, err error) {
+	body := make([]byte, size)
+	rand.Read(body)
+	prefix := "bench-raw-" + randHex(4) + "/"
+	var keys []string
+	var mu sync.Mutex
+	var n atomic.Int64
+	run := func(f func(i int64) error) (float64, error) {
+		start := time.Now()
+		var wg sync.WaitGroup
+		var firstErr atomic.Value
+		for range inflight {
+			wg.Go(func() {
+				for time.Since(start) < d {
+					i := n.Add(1)
+					if err := f(i); err != nil {
+						firstErr.CompareAndSwap(nil, err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if e, _ := firstErr.Load().(error); e != nil {
+			return 0, e
+		}
+		return time.Since(start).Seconds(), nil
+	}
+	secs, err := run(func(i int64) error {
+		k := fmt.Sprintf("%s%08d", prefix, i)
+		if _, err := s.Put(ctx, k, body); err != nil {
+			return err
+		}
+		mu.Lock()
+		keys = append(keys, k)
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("raw PUT: %w", err)
+	}
+	putMBs = float64(len(keys)*size) / 1e6 / secs
+	var got atomic.Int64
+	n.Store(0)
+	secs, err = run(func(i int64) error {
+		b, _, err := s.Get(ctx, keys[int(i)%len(keys)], 0, -1)
+		got.Add(int64(len(b)))
+		return err
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("raw GET: %w", err)
+	}
+	getMBs = float64(got.Load()) / 1e6 / secs
+	for _, k := range keys {
+		s.Delete(ctx, k)
+	}
+	return putMBs, getMBs, nil
+}
+
+type produceStats struct {
+	records, bytes int64
+	elapsed        time.Duration
+	acks, e2e      []float64 // milliseconds
+	err            error
+}
+
+// produce runs producers for d. rate > 0 limits the total records/s. With
+// follow, a reader per partition long-polls and records end-to-end latency
+// (commit visible to a reader minus the record's timestamp).
+func produce(ctx context.Context, node *httpapi.Node, topic string, partitions, producers, batch, valueBytes int, d time.Duration, rate float64, follow bool) produceStats {
+	var st produceStats
+	var mu sync.Mutex
+	value := bytes.Repeat([]byte("x"), valueBytes)
+	rand.Read(value)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	start := time.Now()
+	var fwg sync.WaitGroup
+	if follow {
+		for p := range partitions {
+			_, end, _, _ := node.Log.Locate(topic, int32(p), 0, 0)
+			fwg.Go(func() {
+				off := end
+				for ctx.Err() == nil {
+					r, err := node.Reader.Read(ctx, topic, int32(p), off, 10000, 16<<20, time.Second)
+					if err != nil || len(r.Records) == 0 {
+						continue
+					}
+					now := time.Now().UnixMilli()
+					mu.Lock()
+					for _, rec := range r.Records {
+						st.e2e = append(st.e2e, float64(now-rec.Timestamp))
+					}
+					mu.Unlock()
+					off = r.Records[len(r.Records)-1].Offset + 1
+				}
+			})
+		}
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	interval := time.Duration(0)
+	if rate > 0 {
+		interval = time.Duration(float64(time.Second) * float64(batch) / rate * float64(producers))
+	}
+	for i := range producers {
+		wg.Go(func() {
+			tick := time.Now().Add(time.Duration(i) * interval / time.Duration(producers))
+			for time.Since(start) < d && ctx.Err() == nil {
+				if interval > 0 {
+					time.Sleep(time.Until(tick))
+					tick = tick.Add(interval)
+				}
+				p := int32(next.Add(1) % int64(partitions))
+				now := time.Now()
+				recs := make([]object.Record, batch)
+				for j := range recs {
+					recs[j] = object.Record{Timestamp: now.UnixMilli(), Key: []byte(strconv.Itoa(j)), Value: value}
+				}
+				_, err := node.Ingest.Append(ctx, topic, p, recs)
+				lat := float64(time.Since(now).Microseconds()) / 1000
+				mu.Lock()
+				if err != nil && st.err == nil {
+					st.err = err
+				}
+				st.records += int64(batch)
+				st.bytes += int64(batch * (valueBytes + len(recs[0].Key)))
+				st.acks = append(st.acks, lat)
+				mu.Unlock()
+				if err != nil {
+					cancel()
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	st.elapsed = time.Since(start)
+	if follow {
+		time.Sleep(500 * time.Millisecond) // let the followers see the last commits
+	}
+	cancel()
+	fwg.Wait()
+	return st
+}
+
+func pct(v []float64, p float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(float64(len(s))*p/100))]
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// peakRSSMB reads the process's peak resident set size (VmHWM).
+func peakRSSMB() float64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "VmHWM:") {
+			kb, _ := strconv.ParseFloat(strings.Fields(line)[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}

@@ -1,0 +1,300 @@
+// Package ingest is shale's write path: appends from many partitions go into
+// a local hot segment, which rolls into one Arrow object in the store and is
+// committed to the manifest log; only then are the appends acknowledged.
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/shalelog/shale/tier"
+	"github.com/shalelog/shale/tier/manifest"
+	"github.com/shalelog/shale/tier/object"
+)
+
+var (
+	// ErrBackpressure is returned when an append cannot enter a hot segment
+	// before its deadline because every roll is still uploading: the store
+	// is slower than the producers.
+	ErrBackpressure = errors.New("ingest buffers full: the object store is slower than producers")
+	// ErrTooLarge is returned for a batch above Options.MaxBatchBytes.
+	ErrTooLarge = errors.New("record batch too large")
+	// ErrClosed is returned by appends to a closed node.
+	ErrClosed = errors.New("ingest node closed")
+)
+
+// Options configure a Node. Zero values take the defaults noted.
+type Options struct {
+	Dir           string        // hot segment directory; required
+	RollBytes     int64         // roll when a segment holds this much; default 16 MiB
+	RollAge       time.Duration // roll when a segment's first append is this old; default 250ms
+	MaxInflight   int           // rolled segments not yet committed; default 4
+	HotBytes      int64         // committed segments kept locally for reads; default 256 MiB
+	MaxBatchBytes int           // largest encoded append; default 8 MiB
+	Compression   object.Compression
+	Node          string        // node name, part of object keys
+	StoreTimeout  time.Duration // how long an upload or commit may retry; default 30s
+	Logger        *slog.Logger
+	// Hook, if set, is called at each step of a roll: "before-put",
+	// "after-put", "after-commit". Crash tests use it to die at a chosen
+	// point.
+	Hook func(stage string)
+}
+
+func (o *Options) defaults() {
+	if o.RollBytes <= 0 {
+		o.RollBytes = 16 << 20
+	}
+	if o.RollAge <= 0 {
+		o.RollAge = 250 * time.Millisecond
+	}
+	if o.MaxInflight <= 0 {
+		o.MaxInflight = 4
+	}
+	if o.HotBytes <= 0 {
+		o.HotBytes = 256 << 20
+	}
+	if o.MaxBatchBytes <= 0 {
+		o.MaxBatchBytes = 8 << 20
+	}
+	if o.StoreTimeout <= 0 {
+		o.StoreTimeout = 30 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Hook == nil {
+		o.Hook = func(string) {}
+	}
+}
+
+// Node is one ingest node. Any number of nodes may share a store.
+type Node struct {
+	store tier.Store
+	log   *manifest.Log
+	opts  Options
+	lock  *os.File // flock on Dir: one process per hot directory
+
+	mu struct {
+		sync.Mutex
+		cur      *segment
+		seq      int
+		inflight int           // sealed segments not yet committed
+		space    chan struct{} // closed when an inflight slot frees
+		closed   bool
+		hot      map[string]*segment // committed segments by object key
+		hotOrder []*segment          // oldest first, for eviction
+		hotBytes int64
+	}
+	pending   chan *segment // sealed segments in roll order, to the committer
+	committed chan struct{} // closed when the committer exits
+	closeOnce sync.Once
+}
+
+// New starts a node. It takes the hot directory for itself and discards
+// what a previous process left there: uncommitted data was never
+// acknowledged, and committed data is in the store.
+func New(store tier.Store, log *manifest.Log, opts Options) (*Node, error) {
+	opts.defaults()
+	if opts.Dir == "" {
+		return nil, errors.New("ingest: hot segment directory not set")
+	}
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create hot directory: %w", err)
+	}
+	lock, err := os.OpenFile(filepath.Join(opts.Dir, "LOCK"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open hot directory lock: %w", err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("hot directory %s is in use by another shale process (give each its own --hot-dir): %w", opts.Dir, err)
+	}
+	old, _ := filepath.Glob(filepath.Join(opts.Dir, "*.seg"))
+	for _, f := range old {
+		os.Remove(f)
+	}
+	n := &Node{
+		store:     store,
+		log:       log,
+		opts:      opts,
+		lock:      lock,
+		pending:   make(chan *segment, opts.MaxInflight+1),
+		committed: make(chan struct{}),
+	}
+	n.mu.space = make(chan struct{})
+	n.mu.hot = map[string]*segment{}
+	go n.commitLoop()
+	return n, nil
+}
+
+type result struct {
+	base int64
+	err  error
+}
+
+// Append adds records to a partition and returns the offset of the first
+// once they are committed. Records with a zero timestamp get the current
+// time. The returned error says whether the records were rejected
+// (ErrUnknownTopic, ErrTooLarge, ErrBackpressure: nothing was written) or
+// their fate is unknown (a store failure during the roll: they may or may
+// not be committed, as with any Kafka produce that times out).
+func (n *Node) Append(ctx context.Context, topic string, partition int32, recs []object.Record) (int64, error) {
+	if len(recs) == 0 {
+		return 0, errors.New("append: no records")
+	}
+	t, ok := n.log.Topic(topic)
+	if !ok {
+		// Created on another node since we last looked?
+		if err := n.log.Sync(ctx); err != nil {
+			return 0, err
+		}
+		if t, ok = n.log.Topic(topic); !ok {
+			return 0, fmt.Errorf("%w %q", manifest.ErrUnknownTopic, topic)
+		}
+	}
+	if partition < 0 || partition >= t.Partitions {
+		return 0, fmt.Errorf("%w %d of topic %q (it has %d)", manifest.ErrUnknownPartition, partition, topic, t.Partitions)
+	}
+	buf := appendFrame(nil, topic, t.ID, partition, recs, time.Now().UnixMilli())
+	if len(buf) > n.opts.MaxBatchBytes {
+		return 0, fmt.Errorf("%w: %d bytes encoded, the limit is %d", ErrTooLarge, len(buf), n.opts.MaxBatchBytes)
+	}
+	done := make(chan result, 1)
+	if err := n.write(ctx, frameRef{topic: topic, topicID: t.ID, partition: partition, count: len(recs), done: done}, buf); err != nil {
+		return 0, err
+	}
+	select {
+	case r := <-done:
+		return r.base, r.err
+	case <-ctx.Done():
+		return 0, fmt.Errorf("append to %s/%d: waiting for commit: %w", topic, partition, ctx.Err())
+	}
+}
+
+// write puts one frame into the current segment, rolling a full one and
+// waiting for an inflight slot if needed.
+func (n *Node) write(ctx context.Context, fr frameRef, buf []byte) error {
+	for {
+		n.mu.Lock()
+		if n.mu.closed {
+			n.mu.Unlock()
+			return ErrClosed
+		}
+		s := n.mu.cur
+		if s == nil {
+			var err error
+			if s, err = n.newSegmentLocked(); err != nil {
+				n.mu.Unlock()
+				return err
+			}
+		}
+		if s.size+int64(len(buf)) <= n.opts.RollBytes || len(s.frames) == 0 {
+			fr.off, fr.len = s.size, len(buf)
+			if _, err := s.f.WriteAt(buf, s.size); err != nil {
+				n.mu.Unlock()
+				return fmt.Errorf("write hot segment %s: %w", s.path, err)
+			}
+			s.size += int64(len(buf))
+			s.frames = append(s.frames, fr)
+			if len(s.frames) == 1 {
+				s.timer = time.AfterFunc(n.opts.RollAge, func() { n.rollDue(s) })
+			}
+			if s.size >= n.opts.RollBytes {
+				n.sealLocked()
+			}
+			n.mu.Unlock()
+			return nil
+		}
+		if n.sealLocked() {
+			n.mu.Unlock()
+			continue
+		}
+		space := n.mu.space
+		n.mu.Unlock()
+		select {
+		case <-space:
+		case <-ctx.Done():
+			return fmt.Errorf("%w (%d rolls uploading): %v", ErrBackpressure, n.opts.MaxInflight, ctx.Err())
+		}
+	}
+}
+
+func (n *Node) newSegmentLocked() (*segment, error) {
+	n.mu.seq++
+	path := filepath.Join(n.opts.Dir, fmt.Sprintf("%08d.seg", n.mu.seq))
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("create hot segment: %w", err)
+	}
+	if _, err := f.Write([]byte(segmentMagic)); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("create hot segment %s: %w", path, err)
+	}
+	s := &segment{path: path, f: f, size: int64(len(segmentMagic)), uploaded: make(chan struct{})}
+	n.mu.cur = s
+	return s, nil
+}
+
+// sealLocked hands the current segment to the roll pipeline if it has data
+// and an inflight slot is free. It reports whether it did.
+func (n *Node) sealLocked() bool {
+	s := n.mu.cur
+	if s == nil || len(s.frames) == 0 || n.mu.inflight >= n.opts.MaxInflight {
+		return false
+	}
+	n.mu.inflight++
+	n.mu.cur = nil
+	s.timer.Stop()
+	go n.upload(s)
+	n.pending <- s // never blocks: capacity exceeds MaxInflight
+	return true
+}
+
+// rollDue is the roll-age timer of segment s.
+func (n *Node) rollDue(s *segment) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.mu.cur == s && !n.sealLocked() {
+		s.due = true // sealed when a slot frees
+	}
+}
+
+// Close stops intake, commits what was accepted, and releases the hot
+// directory. It is idempotent.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		for {
+			n.mu.Lock()
+			if n.mu.cur == nil || len(n.mu.cur.frames) == 0 || n.sealLocked() {
+				n.mu.closed = true
+				if n.mu.cur != nil {
+					n.mu.cur.drop()
+					n.mu.cur = nil
+				}
+				close(n.pending)
+				n.mu.Unlock()
+				break
+			}
+			space := n.mu.space
+			n.mu.Unlock()
+			<-space
+		}
+		<-n.committed
+		n.mu.Lock()
+		for _, s := range n.mu.hotOrder {
+			s.drop()
+		}
+		n.mu.hot, n.mu.hotOrder = nil, nil
+		n.mu.Unlock()
+		n.lock.Close()
+	})
+	return nil
+}

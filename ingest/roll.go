@@ -1,0 +1,317 @@
+package ingest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/shalelog/shale/tier/manifest"
+	"github.com/shalelog/shale/tier/object"
+)
+
+// segment is one hot segment file through its life: filling (Node.mu.cur),
+// sealed and uploading, committed and held for reads, dropped.
+type segment struct {
+	path   string
+	f      *os.File
+	size   int64
+	frames []frameRef
+	timer  *time.Timer
+	due    bool // the roll age passed while no inflight slot was free
+
+	// Set by upload before uploaded is closed.
+	uploaded  chan struct{}
+	obj       manifest.PendingObject
+	uploadErr error
+
+	// Set by the committer once committed; read by HotRecords.
+	readMu sync.RWMutex      // held for reading the file; Lock to close it
+	parts  map[partKey][]int // frame indexes of each partition, in order
+	closed bool
+}
+
+type partKey struct {
+	topic     string
+	partition int32
+}
+
+// frameRef locates one append's frame in its segment.
+type frameRef struct {
+	topic     string
+	topicID   string
+	partition int32
+	count     int
+	off       int64
+	len       int
+	part      int   // index of its part in segment.obj.Parts
+	delta     int64 // offset_delta of its first record within the part
+	done      chan result
+}
+
+func (s *segment) drop() {
+	s.readMu.Lock()
+	defer s.readMu.Unlock()
+	if !s.closed {
+		s.closed = true
+		s.f.Close()
+		os.Remove(s.path)
+	}
+}
+
+// upload turns a sealed segment into one Arrow object in the store.
+func (n *Node) upload(s *segment) {
+	defer close(s.uploaded)
+	n.opts.Hook("before-put")
+	data := make([]byte, s.size)
+	if _, err := s.f.ReadAt(data, 0); err != nil {
+		s.uploadErr = fmt.Errorf("read hot segment %s: %w", s.path, err)
+		return
+	}
+	frames, err := DecodeSegment(s.path, data)
+	if err != nil {
+		s.uploadErr = err
+		return
+	}
+	// Group frames into one part per (topic incarnation, partition), in
+	// order of first appearance; within a part, in append order.
+	type pk struct {
+		topic, id string
+		partition int32
+	}
+	index := map[pk]int{}
+	var parts []object.Part
+	var ids []string
+	for i, f := range frames {
+		k := pk{f.Topic, f.TopicID, f.Partition}
+		j, ok := index[k]
+		if !ok {
+			j = len(parts)
+			index[k] = j
+			parts = append(parts, object.Part{Topic: f.Topic, Partition: f.Partition})
+			ids = append(ids, f.TopicID)
+		}
+		s.frames[i].part = j
+		s.frames[i].delta = int64(len(parts[j].Records))
+		parts[j].Records = append(parts[j].Records, f.Records...)
+	}
+	body, idx, err := object.Encode(parts, n.opts.Compression)
+	if err != nil {
+		s.uploadErr = fmt.Errorf("encode object: %w", err)
+		return
+	}
+	key := n.objectKey()
+	ctx, cancel := context.WithTimeout(context.Background(), n.opts.StoreTimeout)
+	defer cancel()
+	if err := retry(ctx, func() error { _, err := n.store.Put(ctx, key, body); return err }); err != nil {
+		s.uploadErr = fmt.Errorf("upload %s: %w", key, err)
+		return
+	}
+	n.opts.Hook("after-put")
+	s.obj = manifest.PendingObject{Key: key, Size: int64(len(body)), Parts: make([]manifest.PendingPart, len(idx))}
+	for i, p := range idx {
+		s.obj.Parts[i] = manifest.PendingPart{
+			Topic: p.Topic, TopicID: ids[i], Partition: p.Partition, Count: p.Count,
+			MinTs: p.MinTimestamp, MaxTs: p.MaxTimestamp, Bytes: p.Bytes, Batches: p.Batches,
+		}
+	}
+}
+
+// objectKey names a new object. Keys sort by creation time, which lets a
+// garbage collector find old orphans (uploads whose commit never landed)
+// without reading the manifest for recent ones.
+func (n *Node) objectKey() string {
+	var r [8]byte
+	_, _ = rand.Read(r[:])
+	return fmt.Sprintf("data/%013d-%s-%s.arrow", time.Now().UnixMilli(), n.opts.Node, hex.EncodeToString(r[:]))
+}
+
+// retry runs f with backoff until it succeeds or ctx ends.
+func retry(ctx context.Context, f func() error) error {
+	backoff := 50 * time.Millisecond
+	for {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// commitLoop commits uploaded segments strictly in roll order, grouping
+// those already uploaded into one commit record.
+func (n *Node) commitLoop() {
+	defer close(n.committed)
+	var next *segment
+	for {
+		s := next
+		next = nil
+		if s == nil {
+			var ok bool
+			if s, ok = <-n.pending; !ok {
+				return
+			}
+		}
+		<-s.uploaded
+		group := []*segment{s}
+	more:
+		for {
+			select {
+			case s2, ok := <-n.pending:
+				if !ok {
+					break more
+				}
+				select {
+				case <-s2.uploaded:
+					group = append(group, s2)
+				default:
+					next = s2
+					break more
+				}
+			default:
+				break more
+			}
+		}
+		n.commit(group)
+	}
+}
+
+func (n *Node) commit(group []*segment) {
+	var objs []manifest.PendingObject
+	var ok []*segment
+	for _, s := range group {
+		if s.uploadErr != nil {
+			n.opts.Logger.Error("roll failed", "segment", s.path, "err", s.uploadErr)
+			s.fail(s.uploadErr)
+			continue
+		}
+		objs = append(objs, s.obj)
+		ok = append(ok, s)
+	}
+	if len(objs) > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), n.opts.StoreTimeout)
+		res, err := n.log.Append(ctx, objs)
+		cancel()
+		if err != nil {
+			err = fmt.Errorf("commit %d objects: %w", len(objs), err)
+			n.opts.Logger.Error("commit failed", "err", err)
+			for _, s := range ok {
+				s.fail(err)
+			}
+			ok = nil
+		} else {
+			n.opts.Hook("after-commit")
+			for i, s := range ok {
+				s.ack(res[i])
+			}
+		}
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.mu.inflight -= len(group)
+	close(n.mu.space)
+	n.mu.space = make(chan struct{})
+	for _, s := range group {
+		if n.mu.closed || !containsSeg(ok, s) {
+			s.drop()
+			continue
+		}
+		n.mu.hot[s.obj.Key] = s
+		n.mu.hotOrder = append(n.mu.hotOrder, s)
+		n.mu.hotBytes += s.size
+	}
+	for n.mu.hotBytes > n.opts.HotBytes && len(n.mu.hotOrder) > 0 {
+		old := n.mu.hotOrder[0]
+		n.mu.hotOrder = n.mu.hotOrder[1:]
+		delete(n.mu.hot, old.obj.Key)
+		n.mu.hotBytes -= old.size
+		old.drop()
+	}
+	if c := n.mu.cur; c != nil && (c.due || c.size >= n.opts.RollBytes) {
+		n.sealLocked()
+	}
+}
+
+func containsSeg(ss []*segment, s *segment) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *segment) fail(err error) {
+	for _, f := range s.frames {
+		f.done <- result{err: err}
+	}
+}
+
+// ack releases the waiters of a committed segment with their offsets, and
+// indexes its frames for HotRecords.
+func (s *segment) ack(r manifest.AppendResult) {
+	s.parts = map[partKey][]int{}
+	for i, f := range s.frames {
+		if err := r.Err[f.part]; err != nil {
+			f.done <- result{err: err}
+			continue
+		}
+		f.done <- result{base: r.Base[f.part] + f.delta}
+		k := partKey{f.topic, f.partition}
+		s.parts[k] = append(s.parts[k], i)
+	}
+}
+
+// HotRecords returns records of a partition's part of object key, from
+// offset_delta `from` on, while this node still holds the segment that
+// became that object. Offsets in the result are deltas; the caller adds the
+// base. ok is false when the segment is not held here.
+func (n *Node) HotRecords(key, topic string, partition int32, from int64, maxRecords, maxBytes int) (recs []object.Record, ok bool, err error) {
+	n.mu.Lock()
+	s := n.mu.hot[key]
+	n.mu.Unlock()
+	if s == nil {
+		return nil, false, nil
+	}
+	s.readMu.RLock()
+	defer s.readMu.RUnlock()
+	if s.closed {
+		return nil, false, nil
+	}
+	bytes := 0
+	for _, i := range s.parts[partKey{topic, partition}] {
+		f := s.frames[i]
+		if f.delta+int64(f.count) <= from {
+			continue
+		}
+		buf := make([]byte, f.len)
+		if _, err := s.f.ReadAt(buf, f.off); err != nil {
+			return nil, false, fmt.Errorf("read hot segment %s: %w", s.path, err)
+		}
+		fr, _, err := decodeFrame(buf)
+		if err != nil {
+			return nil, false, &CorruptionError{File: s.path, Offset: f.off, Err: err}
+		}
+		for j, r := range fr.Records {
+			d := f.delta + int64(j)
+			if d < from {
+				continue
+			}
+			if len(recs) >= maxRecords || (len(recs) > 0 && bytes+r.Size() > maxBytes) {
+				return recs, true, nil
+			}
+			r.Offset = d
+			bytes += r.Size()
+			recs = append(recs, r)
+		}
+	}
+	return recs, true, nil
+}

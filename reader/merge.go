@@ -1,0 +1,193 @@
+// Package reader serves reads of a partition by offset or time, merging
+// the node's hot segments and the store's objects into one contiguous
+// sequence of committed records.
+package reader
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/shalelog/shale/cache"
+	"github.com/shalelog/shale/tier"
+	"github.com/shalelog/shale/tier/manifest"
+	"github.com/shalelog/shale/tier/object"
+)
+
+// ErrOffsetOutOfRange is returned for an offset below the partition's start
+// or above its end.
+var ErrOffsetOutOfRange = errors.New("offset out of range")
+
+// Hot is the local source of freshly committed records: the ingest node's
+// committed hot segments. HotRecords returns ok=false when it does not hold
+// the object.
+type Hot interface {
+	HotRecords(key, topic string, partition int32, from int64, maxRecords, maxBytes int) ([]object.Record, bool, error)
+}
+
+// Merge reads partitions. It is safe for concurrent use.
+type Merge struct {
+	log   *manifest.Log
+	store tier.Store
+	hot   Hot // may be nil
+	cache *cache.Cache
+}
+
+// New returns a Merge over the log's committed state.
+func New(log *manifest.Log, store tier.Store, hot Hot, c *cache.Cache) *Merge {
+	return &Merge{log: log, store: store, hot: hot, cache: c}
+}
+
+// Result is one read.
+type Result struct {
+	Records []object.Record
+	Start   int64 // the partition's first retained offset
+	End     int64 // the partition's end offset (high watermark) when read
+}
+
+// Read returns committed records of a partition from offset on, at most
+// maxRecords and about maxBytes (at least one record if any is available,
+// however large). At the end of the partition it waits up to wait for new
+// commits, from this node or any other.
+func (m *Merge) Read(ctx context.Context, topic string, partition int32, offset int64, maxRecords, maxBytes int, wait time.Duration) (Result, error) {
+	if maxRecords <= 0 {
+		maxRecords = 1000
+	}
+	if maxBytes <= 0 {
+		maxBytes = 1 << 20
+	}
+	start, end, entries, err := m.log.Locate(topic, partition, offset, 64)
+	if err != nil && !errors.Is(err, manifest.ErrUnknownTopic) && !errors.Is(err, manifest.ErrUnknownPartition) {
+		return Result{}, err
+	}
+	if err != nil || offset >= end {
+		// Another node may have committed past what this node has seen:
+		// an offset acknowledged anywhere must be readable here.
+		if err := m.log.Sync(ctx); err != nil {
+			return Result{}, err
+		}
+		if start, end, entries, err = m.log.Locate(topic, partition, offset, 64); err != nil {
+			return Result{}, err
+		}
+	}
+	if offset == end && wait > 0 {
+		wctx, cancel := context.WithTimeout(ctx, wait)
+		m.log.Wait(wctx, func(s *manifest.State) bool {
+			t, ok := s.Topics[topic]
+			return !ok || int(partition) >= len(t.Parts) || t.Parts[partition].End > offset
+		})
+		cancel()
+		if start, end, entries, err = m.log.Locate(topic, partition, offset, 64); err != nil {
+			return Result{}, err
+		}
+	}
+	res := Result{Start: start, End: end}
+	if offset < start || offset > end {
+		return res, fmt.Errorf("%w: offset %d of %s/%d is outside [%d, %d]", ErrOffsetOutOfRange, offset, topic, partition, start, end)
+	}
+	next, bytes := offset, 0
+	for _, e := range entries {
+		if len(res.Records) >= maxRecords || (len(res.Records) > 0 && bytes >= maxBytes) {
+			break
+		}
+		recs, err := m.readEntry(ctx, topic, partition, &e, next-e.Base, maxRecords-len(res.Records), maxBytes-bytes)
+		if err != nil {
+			return res, err
+		}
+		for _, r := range recs {
+			r.Offset += e.Base
+			if r.Offset != next {
+				// Never return a gap or a duplicate: the index and the
+				// object disagree, which only corruption can cause.
+				return res, fmt.Errorf("read %s/%d: object %s yields offset %d where %d was expected", topic, partition, e.Object, r.Offset, next)
+			}
+			res.Records = append(res.Records, r)
+			bytes += r.Size()
+			next++
+		}
+		if next < e.End() {
+			break // limits reached inside the entry
+		}
+	}
+	return res, nil
+}
+
+// readEntry returns records of one entry from offset_delta from on, with
+// offsets as deltas.
+func (m *Merge) readEntry(ctx context.Context, topic string, partition int32, e *manifest.Entry, from int64, maxRecords, maxBytes int) ([]object.Record, error) {
+	if m.hot != nil {
+		recs, ok, err := m.hot.HotRecords(e.Object, topic, partition, from, maxRecords, maxBytes)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			return recs, nil
+		}
+	}
+	var out []object.Record
+	bytes := 0
+	for _, b := range e.Batches {
+		if b.Delta+b.Rows <= from {
+			continue
+		}
+		recs, err := m.batch(ctx, e.Object, b)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range recs {
+			if r.Offset < from {
+				continue
+			}
+			if len(out) >= maxRecords || (len(out) > 0 && bytes+r.Size() > maxBytes) {
+				return out, nil
+			}
+			out = append(out, r)
+			bytes += r.Size()
+		}
+	}
+	return out, nil
+}
+
+// batch returns one decoded batch, from the cache or by a ranged GET whose
+// bytes are checked against the batch's CRC32C before decoding.
+func (m *Merge) batch(ctx context.Context, key string, b object.Batch) ([]object.Record, error) {
+	ck := cache.Key{Object: key, Off: b.Off}
+	if recs, ok := m.cache.Get(ck); ok {
+		return recs, nil
+	}
+	data, _, err := m.store.Get(ctx, key, b.Off, b.Len)
+	if err != nil {
+		return nil, fmt.Errorf("read object %s bytes %d+%d: %w", key, b.Off, b.Len, err)
+	}
+	recs, err := object.DecodeBatch(key, b, data)
+	if err != nil {
+		return nil, err
+	}
+	m.cache.Add(ck, recs)
+	return recs, nil
+}
+
+// OffsetForTime returns the first offset whose record has a timestamp at or
+// after ts (milliseconds), or the partition's end offset if there is none.
+func (m *Merge) OffsetForTime(ctx context.Context, topic string, partition int32, ts int64) (int64, error) {
+	off, err := m.log.FindTime(topic, partition, ts)
+	if err != nil {
+		return 0, err
+	}
+	_, end, entries, err := m.log.Locate(topic, partition, off, 1)
+	if err != nil || off >= end || len(entries) == 0 {
+		return off, err
+	}
+	e := entries[0]
+	recs, err := m.readEntry(ctx, topic, partition, &e, off-e.Base, int(e.Count), 1<<62)
+	if err != nil {
+		return 0, err
+	}
+	for _, r := range recs {
+		if r.Timestamp >= ts {
+			return e.Base + r.Offset, nil
+		}
+	}
+	return e.End(), nil
+}

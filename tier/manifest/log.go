@@ -1,0 +1,407 @@
+package manifest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/shalelog/shale/tier"
+)
+
+const (
+	logPrefix     = "manifest/log/"
+	checkpointDir = "manifest/checkpoint/"
+	latestKey     = checkpointDir + "latest"
+)
+
+// LogKey is the key of commit record seq.
+func LogKey(seq int64) string { return fmt.Sprintf("%s%020d", logPrefix, seq) }
+
+func checkpointKey(seq int64) string { return fmt.Sprintf("%s%020d.json", checkpointDir, seq) }
+
+// Options configure a Log.
+type Options struct {
+	Node            string        // written into commit records, for debugging
+	CheckpointEvery int64         // write a checkpoint every this many commits; default 256
+	PollInterval    time.Duration // how often to look for other nodes' commits while someone waits; default 100ms
+	Logger          *slog.Logger
+}
+
+// Log is a node's view of the commit log. It is safe for concurrent use.
+type Log struct {
+	store tier.Store
+	opts  Options
+
+	mu struct {
+		sync.Mutex
+		state   *State
+		changed chan struct{} // closed when state advances
+	}
+	commitMu sync.Mutex // one commit attempt in flight per node
+	syncMu   sync.Mutex // one catch-up in flight per node
+	waiters  atomic.Int64
+
+	stop chan struct{}
+	done chan struct{}
+	once sync.Once
+	cpWG sync.WaitGroup
+}
+
+// Open loads the latest checkpoint and the log records after it. It reads
+// three objects plus the log tail, however long the history.
+func Open(ctx context.Context, store tier.Store, opts Options) (*Log, error) {
+	if opts.CheckpointEvery <= 0 {
+		opts.CheckpointEvery = 256
+	}
+	if opts.PollInterval <= 0 {
+		opts.PollInterval = 100 * time.Millisecond
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	l := &Log{store: store, opts: opts, stop: make(chan struct{}), done: make(chan struct{})}
+	st, err := loadCheckpoint(ctx, store)
+	if err != nil {
+		return nil, err
+	}
+	l.mu.state = st
+	l.mu.changed = make(chan struct{})
+	if err := l.Sync(ctx); err != nil {
+		return nil, err
+	}
+	go l.poll()
+	return l, nil
+}
+
+func loadCheckpoint(ctx context.Context, store tier.Store) (*State, error) {
+	data, _, err := store.Get(ctx, latestKey, 0, -1)
+	if errors.Is(err, tier.ErrNotFound) {
+		return newState(), nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", latestKey, err)
+	}
+	var p latestPointer
+	if err := json.Unmarshal(data, &p); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", latestKey, err)
+	}
+	key := checkpointKey(p.Seq)
+	data, _, err = store.Get(ctx, key, 0, -1)
+	if err != nil {
+		return nil, fmt.Errorf("read checkpoint %s: %w", key, err)
+	}
+	var cp checkpoint
+	if err := json.Unmarshal(data, &cp); err != nil {
+		return nil, fmt.Errorf("decode checkpoint %s: %w", key, err)
+	}
+	if cp.Version < 1 || cp.Version > FormatVersion || cp.State == nil {
+		return nil, fmt.Errorf("decode checkpoint %s: format version %d not supported", key, cp.Version)
+	}
+	if cp.State.Topics == nil {
+		cp.State.Topics = map[string]*TopicState{}
+	}
+	return cp.State, nil
+}
+
+// Close stops polling and waits for checkpoint uploads. It is idempotent.
+func (l *Log) Close() error {
+	l.once.Do(func() {
+		close(l.stop)
+		<-l.done
+		l.cpWG.Wait()
+	})
+	return nil
+}
+
+// Seq is the number of the last commit this node has applied.
+func (l *Log) Seq() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.mu.state.Seq
+}
+
+// Changed returns a channel that is closed when the state next advances.
+func (l *Log) Changed() <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.mu.changed
+}
+
+// Sync applies every commit record written after the node's state, reading
+// them a few at a time in parallel.
+func (l *Log) Sync(ctx context.Context) error {
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
+	const window = 8
+	for {
+		next := l.Seq() + 1
+		recs := make([]*Record, window)
+		errs := make([]error, window)
+		var wg sync.WaitGroup
+		for i := range window {
+			wg.Go(func() {
+				key := LogKey(next + int64(i))
+				data, _, err := l.store.Get(ctx, key, 0, -1)
+				if err != nil {
+					errs[i] = err
+					return
+				}
+				recs[i], errs[i] = decodeRecord(key, data)
+			})
+		}
+		wg.Wait()
+		for i := range window {
+			if errors.Is(errs[i], tier.ErrNotFound) {
+				return nil
+			}
+			if errs[i] != nil {
+				return fmt.Errorf("read commit log: %w", errs[i])
+			}
+			l.applyRecord(recs[i])
+		}
+	}
+}
+
+// applyRecord applies r if it is the next record; records already applied
+// (a node's own commit seen again by a concurrent Sync) are ignored.
+func (l *Log) applyRecord(r *Record) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if r.Seq != l.mu.state.Seq+1 {
+		return false
+	}
+	l.mu.state.apply(r)
+	close(l.mu.changed)
+	l.mu.changed = make(chan struct{})
+	return true
+}
+
+// poll follows other nodes' commits while someone waits for them.
+func (l *Log) poll() {
+	defer close(l.done)
+	t := time.NewTicker(l.opts.PollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+		}
+		if l.waiters.Load() == 0 {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*l.opts.PollInterval+5*time.Second)
+		if err := l.Sync(ctx); err != nil {
+			l.opts.Logger.Warn("follow commit log", "err", err)
+		}
+		cancel()
+	}
+}
+
+// Wait blocks until cond holds on the state, ctx is done, or the log is
+// closed, following other nodes' commits meanwhile. cond runs with the state
+// locked and must not block.
+func (l *Log) Wait(ctx context.Context, cond func(*State) bool) bool {
+	l.waiters.Add(1)
+	defer l.waiters.Add(-1)
+	for {
+		l.mu.Lock()
+		ok, ch := cond(l.mu.state), l.mu.changed
+		l.mu.Unlock()
+		if ok {
+			return true
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return false
+		case <-l.stop:
+			return false
+		}
+	}
+}
+
+// View runs f with the state locked. f must not block or keep references
+// to the state's slices beyond its return unless it copies them.
+func (l *Log) View(f func(*State)) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	f(l.mu.state)
+}
+
+// commit appends one record built from the latest state. build may be
+// called several times, once per attempt, and returns the operations to
+// write (or an error, which ends the commit). It returns the record as
+// written.
+func (l *Log) commit(ctx context.Context, build func(*State) ([]Op, error)) (*Record, error) {
+	l.commitMu.Lock()
+	defer l.commitMu.Unlock()
+	id := randomID()
+	for {
+		var (
+			ops []Op
+			seq int64
+			err error
+		)
+		l.View(func(s *State) {
+			seq = s.Seq + 1
+			ops, err = build(s)
+		})
+		if err != nil {
+			return nil, err
+		}
+		if len(ops) == 0 {
+			return nil, nil
+		}
+		rec := &Record{Version: FormatVersion, Seq: seq, ID: id, Node: l.opts.Node, TimeMs: time.Now().UnixMilli(), Ops: ops}
+		data, err := json.Marshal(rec)
+		if err != nil {
+			return nil, fmt.Errorf("encode commit record: %w", err)
+		}
+		won, err := l.put(ctx, rec, data)
+		if err != nil {
+			return nil, err
+		}
+		if won {
+			l.applyRecord(rec)
+			l.maybeCheckpoint(seq)
+			return rec, nil
+		}
+		// Another node took seq: learn what it wrote and build again.
+		if err := l.Sync(ctx); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// put writes rec at its number and reports whether it won. A write whose
+// outcome is unknown (network failure) is resolved by reading the number
+// back: the record's random ID says whether what is there is ours.
+func (l *Log) put(ctx context.Context, rec *Record, data []byte) (bool, error) {
+	key := LogKey(rec.Seq)
+	backoff := 20 * time.Millisecond
+	for {
+		_, err := l.store.PutIfAbsent(ctx, key, data)
+		if err == nil {
+			return true, nil
+		}
+		if errors.Is(err, tier.ErrConflict) {
+			// Our own earlier attempt may be the one that is there.
+			return l.isOurs(ctx, key, rec.ID)
+		}
+		putErr := err
+		for {
+			ours, err := l.isOurs(ctx, key, rec.ID)
+			if err == nil {
+				if ours {
+					return true, nil
+				}
+				if ok, _ := l.exists(ctx, key); ok {
+					return false, nil
+				}
+				break // nothing there: the put did not land; try it again
+			}
+			select {
+			case <-ctx.Done():
+				return false, fmt.Errorf("commit %s: outcome unknown after %v: %w", key, putErr, ctx.Err())
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, time.Second)
+		}
+		select {
+		case <-ctx.Done():
+			return false, fmt.Errorf("commit %s: %w", key, putErr)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+func (l *Log) isOurs(ctx context.Context, key, id string) (bool, error) {
+	data, _, err := l.store.Get(ctx, key, 0, -1)
+	if errors.Is(err, tier.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	r, err := decodeRecord(key, data)
+	if err != nil {
+		return false, err
+	}
+	return r.ID == id, nil
+}
+
+func (l *Log) exists(ctx context.Context, key string) (bool, error) {
+	_, err := l.store.Head(ctx, key)
+	if errors.Is(err, tier.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// maybeCheckpoint writes a checkpoint of the state at seq, in the
+// background, when seq is a multiple of CheckpointEvery. Only the writer of
+// that commit does it; if it dies first, the next multiple will.
+func (l *Log) maybeCheckpoint(seq int64) {
+	if seq%l.opts.CheckpointEvery != 0 {
+		return
+	}
+	var data []byte
+	var err error
+	l.View(func(s *State) {
+		if s.Seq != seq {
+			err = errors.New("state moved on") // a later checkpoint will cover it
+			return
+		}
+		data, err = json.Marshal(checkpoint{Version: FormatVersion, State: s})
+	})
+	if err != nil {
+		return
+	}
+	l.cpWG.Go(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := l.writeCheckpoint(ctx, seq, data); err != nil {
+			l.opts.Logger.Warn("write checkpoint", "seq", seq, "err", err)
+		}
+	})
+}
+
+func (l *Log) writeCheckpoint(ctx context.Context, seq int64, data []byte) error {
+	if _, err := l.store.Put(ctx, checkpointKey(seq), data); err != nil {
+		return err
+	}
+	ptr, _ := json.Marshal(latestPointer{Version: FormatVersion, Seq: seq})
+	for {
+		old, attrs, err := l.store.Get(ctx, latestKey, 0, -1)
+		if errors.Is(err, tier.ErrNotFound) {
+			_, err = l.store.PutIfAbsent(ctx, latestKey, ptr)
+		} else if err == nil {
+			var p latestPointer
+			if json.Unmarshal(old, &p) == nil && p.Seq >= seq {
+				return nil // never move the pointer backwards
+			}
+			_, err = l.store.PutIfMatch(ctx, latestKey, ptr, attrs.ETag)
+		}
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, tier.ErrConflict) && !errors.Is(err, tier.ErrNotFound) {
+			return err
+		}
+	}
+}
+
+func randomID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

@@ -1,0 +1,77 @@
+package manifest
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// FormatVersion is the version of commit records and checkpoints this code
+// writes and the newest it reads.
+const FormatVersion = 1
+
+// Record is one commit: a numbered, immutable set of operations applied
+// atomically (docs/format/manifest.md).
+type Record struct {
+	Version int    `json:"v"`
+	Seq     int64  `json:"seq"`
+	ID      string `json:"id"` // random; tells a writer whether an ambiguous write was its own
+	Node    string `json:"node"`
+	TimeMs  int64  `json:"time_ms"`
+	Ops     []Op   `json:"ops"`
+}
+
+// Op is one operation; exactly one field is set.
+type Op struct {
+	CreateTopic *Topic    `json:"create_topic,omitempty"`
+	DeleteTopic *TopicRef `json:"delete_topic,omitempty"`
+	Append      *AppendOp `json:"append,omitempty"`
+}
+
+// TopicRef names one incarnation of a topic.
+type TopicRef struct {
+	Name string `json:"name"`
+	ID   string `json:"id"`
+}
+
+// AppendOp makes one object's records visible: each part gets offsets
+// [Base, Base+Count) of its partition.
+type AppendOp struct {
+	Object string       `json:"object"`
+	Size   int64        `json:"size"`
+	Parts  []AppendPart `json:"parts"`
+}
+
+// AppendPart is one partition's share of an appended object.
+type AppendPart struct {
+	Topic     string  `json:"topic"`
+	TopicID   string  `json:"topic_id"`
+	Partition int32   `json:"partition"`
+	Base      int64   `json:"base"`
+	Count     int64   `json:"count"`
+	MinTs     int64   `json:"min_ts"`
+	MaxTs     int64   `json:"max_ts"`
+	Bytes     int64   `json:"bytes"`
+	Batches   Batches `json:"batches"`
+}
+
+func decodeRecord(key string, data []byte) (*Record, error) {
+	var r Record
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, fmt.Errorf("decode commit record %s: %w", key, err)
+	}
+	if r.Version < 1 || r.Version > FormatVersion {
+		return nil, fmt.Errorf("decode commit record %s: format version %d not supported (this build reads up to %d)", key, r.Version, FormatVersion)
+	}
+	return &r, nil
+}
+
+// checkpoint is the persisted form of a State.
+type checkpoint struct {
+	Version int    `json:"v"`
+	State   *State `json:"state"`
+}
+
+type latestPointer struct {
+	Version int   `json:"v"`
+	Seq     int64 `json:"seq"`
+}

@@ -1,0 +1,180 @@
+// Package manifest is shale's commit log: the only mutable metadata, kept in
+// the bucket as numbered, immutable commit records that any node may append
+// with a create-if-absent write, plus periodic checkpoints. Replaying the log
+// gives every node the same topics and the same offset index. The layouts
+// are in docs/format/manifest.md; the protocol in docs/design.md.
+package manifest
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+
+	"github.com/shalelog/shale/tier/object"
+)
+
+var (
+	// ErrUnknownTopic is returned for a topic that does not exist (or was
+	// deleted while a request for it was in flight).
+	ErrUnknownTopic = errors.New("unknown topic")
+	// ErrUnknownPartition is returned for a partition outside the topic.
+	ErrUnknownPartition = errors.New("unknown partition")
+	// ErrTopicExists is returned when creating a topic whose name is taken.
+	ErrTopicExists = errors.New("topic already exists")
+	// ErrInvalidTopic is wrapped by topic validation errors.
+	ErrInvalidTopic = errors.New("invalid topic")
+)
+
+// MaxPartitions bounds a topic's partition count.
+const MaxPartitions = 100000
+
+var topicName = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
+
+// ValidateTopic checks a topic name and partition count with Kafka's rules.
+func ValidateTopic(name string, partitions int32) error {
+	if !topicName.MatchString(name) || name == "." || name == ".." {
+		return fmt.Errorf("%w: name %q must be 1-249 characters of a-z, A-Z, 0-9, '.', '_' or '-', and not '.' or '..'", ErrInvalidTopic, name)
+	}
+	if partitions < 1 || partitions > MaxPartitions {
+		return fmt.Errorf("%w: partition count %d must be between 1 and %d", ErrInvalidTopic, partitions, MaxPartitions)
+	}
+	return nil
+}
+
+// Retention is a topic's retention setting, enforced by the compactor. A
+// negative value means unlimited.
+type Retention struct {
+	Ms    int64 `json:"ms"`
+	Bytes int64 `json:"bytes"`
+}
+
+// Topic is a topic's configuration.
+type Topic struct {
+	Name       string    `json:"name"`
+	ID         string    `json:"id"` // distinguishes a re-created topic from a deleted one of the same name
+	Partitions int32     `json:"partitions"`
+	Retention  Retention `json:"retention"`
+	CreatedMs  int64     `json:"created_ms"`
+}
+
+// Entry locates one partition's records inside one object: offsets
+// [Base, Base+Count) are rows offset_delta 0..Count-1 of that partition's
+// part of Object.
+type Entry struct {
+	Object  string  `json:"object"`
+	Base    int64   `json:"base"`
+	Count   int64   `json:"count"`
+	MinTs   int64   `json:"min_ts"`
+	MaxTs   int64   `json:"max_ts"`
+	Bytes   int64   `json:"bytes"`
+	Batches Batches `json:"batches"`
+}
+
+// End is the offset after the entry's last record.
+func (e *Entry) End() int64 { return e.Base + e.Count }
+
+// Batches is the per-batch index of an entry, persisted compactly as arrays
+// [delta, rows, off, len, crc32c].
+type Batches []object.Batch
+
+func (bs Batches) MarshalJSON() ([]byte, error) {
+	a := make([][5]int64, len(bs))
+	for i, b := range bs {
+		a[i] = [5]int64{b.Delta, b.Rows, b.Off, b.Len, int64(b.CRC)}
+	}
+	return json.Marshal(a)
+}
+
+func (bs *Batches) UnmarshalJSON(data []byte) error {
+	var a [][5]int64
+	if err := json.Unmarshal(data, &a); err != nil {
+		return err
+	}
+	*bs = make(Batches, len(a))
+	for i, v := range a {
+		(*bs)[i] = object.Batch{Delta: v[0], Rows: v[1], Off: v[2], Len: v[3], CRC: uint32(v[4])}
+	}
+	return nil
+}
+
+// Partition is one partition's offsets and object index.
+type Partition struct {
+	Start   int64   `json:"start"` // first offset still retained
+	End     int64   `json:"end"`   // next offset to assign (the high watermark)
+	Bytes   int64   `json:"bytes"`
+	Entries []Entry `json:"entries"` // sorted by Base, contiguous from Start to End
+}
+
+// TopicState is a topic and its partitions.
+type TopicState struct {
+	Topic
+	Parts []*Partition `json:"parts"`
+}
+
+// State is the result of replaying the log up to Seq.
+type State struct {
+	Seq    int64                  `json:"seq"`
+	Topics map[string]*TopicState `json:"topics"`
+}
+
+func newState() *State { return &State{Topics: map[string]*TopicState{}} }
+
+// partition returns the partition, checking the topic incarnation when id
+// is not empty.
+func (s *State) partition(topic, id string, p int32) (*Partition, error) {
+	t, ok := s.Topics[topic]
+	if !ok || (id != "" && t.ID != id) {
+		return nil, fmt.Errorf("%w %q", ErrUnknownTopic, topic)
+	}
+	if p < 0 || p >= t.Partitions {
+		return nil, fmt.Errorf("%w %d of topic %q (it has %d)", ErrUnknownPartition, p, topic, t.Partitions)
+	}
+	return t.Parts[p], nil
+}
+
+// apply advances s by one commit record. It is deterministic: every node
+// applying the same records gets the same state. Operations that do not fit
+// the state (which a correct writer never produces) are skipped the same way
+// on every node.
+func (s *State) apply(r *Record) {
+	for _, op := range r.Ops {
+		switch {
+		case op.CreateTopic != nil:
+			t := *op.CreateTopic
+			if _, exists := s.Topics[t.Name]; exists {
+				continue
+			}
+			ts := &TopicState{Topic: t, Parts: make([]*Partition, t.Partitions)}
+			for i := range ts.Parts {
+				ts.Parts[i] = &Partition{}
+			}
+			s.Topics[t.Name] = ts
+		case op.DeleteTopic != nil:
+			if t, ok := s.Topics[op.DeleteTopic.Name]; ok && t.ID == op.DeleteTopic.ID {
+				delete(s.Topics, t.Name)
+			}
+		case op.Append != nil:
+			for _, pa := range op.Append.Parts {
+				p, err := s.partition(pa.Topic, pa.TopicID, pa.Partition)
+				if err != nil || pa.Base != p.End || pa.Count <= 0 {
+					continue
+				}
+				p.Entries = append(p.Entries, Entry{
+					Object: op.Append.Object, Base: pa.Base, Count: pa.Count,
+					MinTs: pa.MinTs, MaxTs: pa.MaxTs, Bytes: pa.Bytes, Batches: pa.Batches,
+				})
+				p.End += pa.Count
+				p.Bytes += pa.Bytes
+			}
+		}
+	}
+	s.Seq = r.Seq
+}
+
+// find returns the index of the entry holding offset in p.Entries, or
+// len(p.Entries) if offset is at or past the end.
+func (p *Partition) find(offset int64) int {
+	return sort.Search(len(p.Entries), func(i int) bool { return p.Entries[i].End() > offset })
+}

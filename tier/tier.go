@@ -1,0 +1,101 @@
+// Package tier defines the object store that holds all of shale's durable
+// state, and opens a backend by URL.
+//
+// Consistency assumed of every backend: strong read-after-write and
+// list-after-write consistency (AWS S3 since 2020, MinIO, a local
+// filesystem), and atomic conditional writes: of two concurrent
+// PutIfAbsent calls on one key exactly one succeeds, and PutIfMatch succeeds
+// only while the object still has the given ETag. Shale's commit protocol is
+// built on nothing else: no leader, no lock service, no database.
+package tier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+var (
+	// ErrNotFound is returned by Get and Head for a key that does not exist,
+	// and by PutIfMatch when the object to replace is gone.
+	ErrNotFound = errors.New("object not found")
+	// ErrConflict is returned by a conditional write that lost: PutIfAbsent
+	// on a key that exists, PutIfMatch on an object whose ETag changed. The
+	// store is unchanged by the losing call.
+	ErrConflict = errors.New("conditional write conflict")
+)
+
+// Attrs describes a stored object.
+type Attrs struct {
+	Key     string
+	Size    int64
+	ETag    string // opaque; changes whenever the content is replaced
+	ModTime time.Time
+}
+
+// Store is a flat namespace of immutable-by-convention objects.
+//
+// Durability: when Put, PutIfAbsent or PutIfMatch returns nil, the whole
+// object is durable and visible to every later Get, Head and List from any
+// process. A write that returns an error may or may not have taken effect
+// (a network failure after the store committed looks the same as one
+// before), but it never leaves a partial object: readers see either the old
+// state or the whole new object. Callers that must know which resolve the
+// ambiguity by reading the key back.
+//
+// All methods are safe for concurrent use, from any number of goroutines and
+// processes. Keys are '/'-separated paths without a leading slash.
+type Store interface {
+	// Put writes data at key unconditionally, replacing any existing object.
+	Put(ctx context.Context, key string, data []byte) (Attrs, error)
+	// PutIfAbsent writes data at key only if no object exists there;
+	// otherwise it returns ErrConflict and leaves the existing object.
+	PutIfAbsent(ctx context.Context, key string, data []byte) (Attrs, error)
+	// PutIfMatch replaces the object at key only if its current ETag equals
+	// etag; otherwise it returns ErrConflict (or ErrNotFound if the object
+	// is gone) and changes nothing.
+	PutIfMatch(ctx context.Context, key string, data []byte, etag string) (Attrs, error)
+	// Get reads length bytes of the object at key starting at off; a
+	// negative length reads to the end. Reading past the end returns the
+	// bytes that exist. A missing key returns ErrNotFound.
+	Get(ctx context.Context, key string, off, length int64) ([]byte, Attrs, error)
+	// Head returns the attributes of the object at key, or ErrNotFound.
+	Head(ctx context.Context, key string) (Attrs, error)
+	// List returns up to limit objects whose keys start with prefix and sort
+	// strictly after startAfter, in ascending byte order of key. limit <= 0
+	// means no limit. Callers page by passing the last key they saw.
+	List(ctx context.Context, prefix, startAfter string, limit int) ([]Attrs, error)
+	// Delete removes the object at key. Deleting a missing key is not an
+	// error.
+	Delete(ctx context.Context, key string) error
+	// String names the store for logs and errors (its URL without secrets).
+	String() string
+	// Close releases the backend's resources.
+	Close() error
+}
+
+// Opener opens a Store from a URL. Backends register one per scheme so that
+// this package does not import the SDKs.
+type Opener func(ctx context.Context, rawURL string) (Store, error)
+
+var openers = map[string]Opener{}
+
+// Register makes a backend available to Open under scheme. It is called from
+// the backends' init functions.
+func Register(scheme string, o Opener) { openers[scheme] = o }
+
+// Open opens the store named by rawURL, such as file:///var/lib/shale,
+// s3://bucket/prefix or minio://host:9000/bucket/prefix.
+func Open(ctx context.Context, rawURL string) (Store, error) {
+	scheme, _, ok := strings.Cut(rawURL, "://")
+	if !ok {
+		return nil, fmt.Errorf("open store %q: want a URL such as file:///path, s3://bucket/prefix or minio://host:port/bucket", rawURL)
+	}
+	o, ok := openers[scheme]
+	if !ok {
+		return nil, fmt.Errorf("open store %q: unknown scheme %q (want file, s3 or minio)", rawURL, scheme)
+	}
+	return o(ctx, rawURL)
+}

@@ -32,8 +32,8 @@
 // landing between PutIfMatch's compare and its rename would be silently
 // overwritten or undone, though PutIfMatch had checked against the state
 // before it. Readers take no lock, since rename and link swap whole files.
-// The lock is held only for the compare and one syscall, never for the
-// fsyncs.
+// The lock is held only for the compare and the publishing syscalls, never
+// for the fsyncs.
 package fs
 
 import (
@@ -423,8 +423,10 @@ func collision(key string, err error) error {
 // locked runs fn holding the store's flock in mode how (LOCK_SH or
 // LOCK_EX). Each call opens .lock afresh because flock locks belong to an
 // open file description: goroutines sharing one descriptor would share, not
-// contend for, the lock. Waiting for the lock ignores ctx; it is held only
-// for a compare and one syscall.
+// contend for, the lock. It is opened without O_CREATE: were .lock deleted
+// and recreated, processes could lock different files and exclude nothing,
+// so a missing .lock fails writes instead. Waiting for the lock ignores ctx;
+// no one holds it for longer than a compare and a rename.
 func (s *Store) locked(how int, fn func() error) error {
 	f, err := os.Open(s.lock)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/url"
 	"os"
 	"strconv"
@@ -161,7 +162,7 @@ func (s *Store) Get(ctx context.Context, key string, off, length int64) ([]byte,
 		// Set the header directly: SetRange reads (0, 0) as "whole object"
 		// and (0, -n) as "last n bytes".
 		end := ""
-		if length > 0 {
+		if length > 0 && length <= math.MaxInt64-off {
 			end = strconv.FormatInt(off+length-1, 10)
 		}
 		opts.Set("Range", fmt.Sprintf("bytes=%d-%s", off, end))

@@ -210,33 +210,37 @@ func (e *CorruptError) Error() string {
 func (e *CorruptError) Unwrap() error { return e.Err }
 
 // Encode writes parts into a new object and returns its bytes and an
-// index with one entry per non-empty part, in the order given. Parts
-// without records are left out of both. Two parts with the same topic and
-// partition are an error, since their offset deltas would collide.
+// index whose entry i describes parts[i]. A part without records writes
+// nothing and gets an entry with Count 0 and no batches. Two parts with the
+// same topic and partition are an error, since their offset deltas would
+// collide.
 func Encode(parts []Part, c Compression) (data []byte, index []PartIndex, err error) {
 	opts, err := c.options()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("encode object: %w", err)
 	}
-	est := 4096
+	// est bounds the size of the object so that its buffer never regrows:
+	// with minSpaceSavings set, no Arrow buffer is stored larger than raw
+	// plus its 8-byte length prefix. Two consecutive batches of a part
+	// together exceed MaxBatchBytes unless the part or MaxBatchRows ends
+	// the first, which bounds the number of batches.
+	est, size, rows, batches := 4096, 0, 0, 0
 	seen := make(map[partKey]struct{}, len(parts))
 	for _, p := range parts {
-		if len(p.Records) == 0 {
-			continue
-		}
 		k := partKey{p.Topic, p.Partition}
 		if _, dup := seen[k]; dup {
 			return nil, nil, fmt.Errorf("encode object: duplicate part %s/%d", p.Topic, p.Partition)
 		}
 		seen[k] = struct{}{}
 		for i := range p.Records {
-			est += recordBytes(p.Topic, &p.Records[i]) + rowOverhead
+			size += recordBytes(p.Topic, &p.Records[i])
 		}
+		rows += len(p.Records)
+		batches++
 	}
+	batches += 2*size/MaxBatchBytes + rows/MaxBatchRows
+	est += size + rows*rowOverhead + batches*batchOverhead
 
-	// With minSpaceSavings set, no buffer is stored larger than raw plus
-	// its 8-byte length prefix, so est bounds the output and the buffer
-	// never regrows.
 	var out bytes.Buffer
 	out.Grow(est)
 	opts = append(opts, ipc.WithSchema(schema), ipc.WithAllocator(memory.DefaultAllocator))
@@ -247,16 +251,11 @@ func Encode(parts []Part, c Compression) (data []byte, index []PartIndex, err er
 	enc := encoders.Get().(*encoder)
 	defer enc.release()
 
+	index = make([]PartIndex, 0, len(parts))
 	for _, p := range parts {
-		if len(p.Records) == 0 {
-			continue
-		}
-		pi := PartIndex{
-			Topic:        p.Topic,
-			Partition:    p.Partition,
-			Count:        int64(len(p.Records)),
-			MinTimestamp: math.MaxInt64,
-			MaxTimestamp: math.MinInt64,
+		pi := PartIndex{Topic: p.Topic, Partition: p.Partition, Count: int64(len(p.Records))}
+		if len(p.Records) > 0 {
+			pi.MinTimestamp, pi.MaxTimestamp = math.MaxInt64, math.MinInt64
 		}
 		for start := 0; start < len(p.Records); {
 			end, size := start, 0
@@ -321,10 +320,14 @@ type partKey struct {
 	partition int32
 }
 
-// rowOverhead approximates the fixed bytes a row takes beyond its key,
-// value and header bytes: offsets, partition, offset delta, timestamp and
-// validity bits.
-const rowOverhead = 48
+// rowOverhead bounds the fixed bytes a row takes beyond recordBytes:
+// offsets, partition, offset delta, timestamp and validity bits (37).
+// batchOverhead bounds a batch's message metadata (under 1 KiB for the v1
+// schema), buffer padding and compression length prefixes.
+const (
+	rowOverhead   = 40
+	batchOverhead = 2048
+)
 
 // recordBytes is what a record counts against MaxBatchBytes: its key,
 // value and header bytes, plus the topic, which every row repeats, and

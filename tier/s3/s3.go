@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/url"
 	"strconv"
 	"strings"
@@ -173,9 +174,9 @@ func (s *Store) Get(ctx context.Context, key string, off, length int64) ([]byte,
 	}
 	in := &awss3.GetObjectInput{Bucket: &s.bucket, Key: aws.String(s.prefix + key)}
 	switch {
-	case length > 0:
+	case length > 0 && length <= math.MaxInt64-off:
 		in.Range = aws.String(fmt.Sprintf("bytes=%d-%d", off, off+length-1))
-	case off > 0:
+	case off > 0 || length > 0:
 		in.Range = aws.String(fmt.Sprintf("bytes=%d-", off))
 	}
 	out, err := s.client.GetObject(ctx, in)

@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -135,6 +136,7 @@ func testRanges(t *testing.T, s tier.Store, prefix string) {
 		{"last byte", "digits", 9, 1, "9"},
 		{"zero length", "digits", 3, 0, ""},
 		{"length past end", "digits", 8, 10, "89"},
+		{"huge length", "digits", 2, math.MaxInt64, "23456789"},
 		{"offset at end", "digits", 10, -1, ""},
 		{"offset past end", "digits", 20, 5, ""},
 		{"empty object", "empty", 0, -1, ""},

@@ -37,8 +37,8 @@ fuzz:
 	$(GO) test ./ingest -run '^$$' -fuzz FuzzDecodeSegment -fuzztime 20s
 
 # Benchmarks against a real MinIO on loopback, beside its raw PUT/GET ceiling.
-bench: build minio
-	./scripts/bench.sh
+bench: minio
+	SHALE_MINIO_BIN=$(MINIO) $(GO) test ./cmd/shale -run '^$$' -bench BenchmarkShale -benchtime 1x -timeout 30m
 
 lint:
 	gofmt -l . | tee /dev/stderr | (! read)

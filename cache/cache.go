@@ -1,6 +1,8 @@
-// Package cache is a byte-bounded LRU of decoded object batches, shared by
-// all readers of a node, so that consumers replaying the same range fetch it
-// from the store once.
+// Package cache is a byte-bounded LRU of fetched object bytes (whole small
+// objects, or single batches of large ones), shared by all readers of a
+// node, so that consumers replaying the same range fetch it from the store
+// once. Bytes are cached raw and checked against their CRC on every use, so
+// the cache cannot hand out data that differs from what was committed.
 package cache
 
 import (
@@ -9,18 +11,18 @@ import (
 	"sync/atomic"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
-	"github.com/shalelog/shale/tier/object"
 )
 
-// Key names one batch: the object and the batch's byte offset in it.
+// Key names a byte range of an object (Len < 0: the whole object).
 // Objects are immutable, so a key's value never changes.
 type Key struct {
 	Object string
 	Off    int64
+	Len    int64
 }
 
 type entry struct {
-	recs []object.Record
+	data []byte
 	size int64
 }
 
@@ -44,8 +46,8 @@ type Cache struct {
 	}
 }
 
-// New returns a cache holding at most maxBytes of decoded records (as
-// estimated by Record.Size). maxBytes <= 0 disables caching.
+// New returns a cache holding at most maxBytes. maxBytes <= 0 disables
+// caching.
 func New(maxBytes int64) *Cache {
 	c := &Cache{max: maxBytes}
 	// The count bound is effectively off: bytes are the bound, enforced in Add.
@@ -53,28 +55,24 @@ func New(maxBytes int64) *Cache {
 	return c
 }
 
-// Get returns the records of a batch and counts a hit or a miss. Callers
-// must not modify the returned records.
-func (c *Cache) Get(k Key) ([]object.Record, bool) {
+// Get returns cached bytes and counts a hit or a miss. Callers must not
+// modify them.
+func (c *Cache) Get(k Key) ([]byte, bool) {
 	c.mu.Lock()
 	e, ok := c.mu.lru.Get(k)
 	c.mu.Unlock()
 	if ok {
 		c.hits.Add(1)
-		return e.recs, true
+		return e.data, true
 	}
 	c.misses.Add(1)
 	return nil, false
 }
 
-// Add stores a batch's records, evicting the least recently used batches
-// until the cache fits its bound. A batch larger than the whole bound is not
-// stored.
-func (c *Cache) Add(k Key, recs []object.Record) {
-	var size int64
-	for i := range recs {
-		size += int64(recs[i].Size())
-	}
+// Add stores bytes, evicting the least recently used entries until the
+// cache fits its bound. An entry larger than the whole bound is not stored.
+func (c *Cache) Add(k Key, data []byte) {
+	size := int64(len(data))
 	if size > c.max {
 		return
 	}
@@ -83,7 +81,7 @@ func (c *Cache) Add(k Key, recs []object.Record) {
 	if old, ok := c.mu.lru.Peek(k); ok {
 		c.mu.bytes -= old.size
 	}
-	c.mu.lru.Add(k, entry{recs: recs, size: size})
+	c.mu.lru.Add(k, entry{data: data, size: size})
 	c.mu.bytes += size
 	for c.mu.bytes > c.max {
 		c.mu.lru.RemoveOldest()

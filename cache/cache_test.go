@@ -3,20 +3,12 @@ package cache
 import (
 	"fmt"
 	"testing"
-
-	"github.com/shalelog/shale/tier/object"
 )
 
-func recs(n, size int) []object.Record {
-	out := make([]object.Record, n)
-	for i := range out {
-		out[i].Value = make([]byte, size)
-	}
-	return out
-}
+func recs(n, size int) []byte { return make([]byte, n*size) }
 
 func TestCacheBoundsBytesAndCounts(t *testing.T) {
-	one := int64(recs(1, 1000)[0].Size())
+	one := int64(1000)
 	c := New(10 * one)
 	for i := range 20 {
 		c.Add(Key{Object: fmt.Sprint(i)}, recs(1, 1000))

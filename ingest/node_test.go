@@ -96,7 +96,7 @@ func TestAppendsAreContiguousAndReadable(t *testing.T) {
 		}
 	}
 	for p := range int32(3) {
-		_, end, entries, err := l.Locate("t", p, 0, 1<<20)
+		_, end, entries, err := l.Locate(ctx, "t", p, 0, 1<<20)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -148,7 +148,7 @@ func TestAppendRejectsBadInput(t *testing.T) {
 		})
 	}
 	// Nothing rejected reached the log.
-	if _, end, _, _ := l.Locate("t", 0, 0, 1); end != 0 {
+	if _, end, _, _ := l.Locate(ctx, "t", 0, 0, 1); end != 0 {
 		t.Fatalf("rejected appends were committed: end %d", end)
 	}
 }
@@ -195,7 +195,7 @@ func TestBackpressure(t *testing.T) {
 			t.Fatalf("accepted append failed after the store recovered: %v", err)
 		}
 	}
-	if _, end, _, _ := l.Locate("t", 0, 0, 1); end != 3 {
+	if _, end, _, _ := l.Locate(ctx, "t", 0, 0, 1); end != 3 {
 		t.Fatalf("end = %d, want 3 (the refused append must not be committed)", end)
 	}
 }
@@ -233,7 +233,7 @@ func TestCloseCommitsAcceptedAppends(t *testing.T) {
 	if _, err := n.Append(ctx, "t", 0, []object.Record{{Value: []byte("v")}}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("append after close: %v", err)
 	}
-	if _, end, _, _ := l.Locate("t", 0, 0, 1); end != 1 {
+	if _, end, _, _ := l.Locate(ctx, "t", 0, 0, 1); end != 1 {
 		t.Fatalf("end = %d, want 1", end)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"time"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/shalelog/shale/cache"
 	"github.com/shalelog/shale/tier"
 	"github.com/shalelog/shale/tier/manifest"
@@ -32,6 +34,8 @@ type Merge struct {
 	store tier.Store
 	hot   Hot // may be nil
 	cache *cache.Cache
+
+	flight singleflight.Group
 }
 
 // New returns a Merge over the log's committed state.
@@ -57,7 +61,7 @@ func (m *Merge) Read(ctx context.Context, topic string, partition int32, offset 
 	if maxBytes <= 0 {
 		maxBytes = 1 << 20
 	}
-	start, end, entries, err := m.log.Locate(topic, partition, offset, 64)
+	start, end, entries, err := m.log.Locate(ctx, topic, partition, offset, 64)
 	if err != nil && !errors.Is(err, manifest.ErrUnknownTopic) && !errors.Is(err, manifest.ErrUnknownPartition) {
 		return Result{}, err
 	}
@@ -67,7 +71,7 @@ func (m *Merge) Read(ctx context.Context, topic string, partition int32, offset 
 		if err := m.log.Sync(ctx); err != nil {
 			return Result{}, err
 		}
-		if start, end, entries, err = m.log.Locate(topic, partition, offset, 64); err != nil {
+		if start, end, entries, err = m.log.Locate(ctx, topic, partition, offset, 64); err != nil {
 			return Result{}, err
 		}
 	}
@@ -78,7 +82,7 @@ func (m *Merge) Read(ctx context.Context, topic string, partition int32, offset 
 			return !ok || int(partition) >= len(t.Parts) || t.Parts[partition].End > offset
 		})
 		cancel()
-		if start, end, entries, err = m.log.Locate(topic, partition, offset, 64); err != nil {
+		if start, end, entries, err = m.log.Locate(ctx, topic, partition, offset, 64); err != nil {
 			return Result{}, err
 		}
 	}
@@ -131,7 +135,7 @@ func (m *Merge) readEntry(ctx context.Context, topic string, partition int32, e 
 		if b.Delta+b.Rows <= from {
 			continue
 		}
-		recs, err := m.batch(ctx, e.Object, b)
+		recs, err := m.batch(ctx, e, b)
 		if err != nil {
 			return nil, err
 		}
@@ -149,33 +153,71 @@ func (m *Merge) readEntry(ctx context.Context, topic string, partition int32, e 
 	return out, nil
 }
 
-// batch returns one decoded batch, from the cache or by a ranged GET whose
-// bytes are checked against the batch's CRC32C before decoding.
-func (m *Merge) batch(ctx context.Context, key string, b object.Batch) ([]object.Record, error) {
-	ck := cache.Key{Object: key, Off: b.Off}
-	if recs, ok := m.cache.Get(ck); ok {
-		return recs, nil
-	}
-	data, _, err := m.store.Get(ctx, key, b.Off, b.Len)
-	if err != nil {
-		return nil, fmt.Errorf("read object %s bytes %d+%d: %w", key, b.Off, b.Len, err)
-	}
-	recs, err := object.DecodeBatch(key, b, data)
+// WholeObjectBytes is the size up to which an object is fetched whole and
+// cached, rather than batch by batch. A rolled object holds many partitions'
+// small parts; reading them one ranged GET each would cost a request per
+// partition per object when consumers catch up, where one GET serves them
+// all. Compacted per-partition objects are larger and read by range.
+const WholeObjectBytes = 32 << 20
+
+// batch returns one decoded batch. Its bytes come from the cache or the
+// store and are checked against the batch's CRC32C before decoding, on
+// every use.
+func (m *Merge) batch(ctx context.Context, e *manifest.Entry, b object.Batch) ([]object.Record, error) {
+	data, err := m.batchBytes(ctx, e, b)
 	if err != nil {
 		return nil, err
 	}
-	m.cache.Add(ck, recs)
-	return recs, nil
+	return object.DecodeBatch(e.Object, b, data)
+}
+
+func (m *Merge) batchBytes(ctx context.Context, e *manifest.Entry, b object.Batch) ([]byte, error) {
+	whole := cache.Key{Object: e.Object, Len: -1}
+	if data, ok := m.cache.Get(whole); ok && int64(len(data)) >= b.Off+b.Len {
+		return data[b.Off : b.Off+b.Len], nil
+	}
+	if e.ObjectSize > 0 && e.ObjectSize <= WholeObjectBytes {
+		// Concurrent readers of one object share one GET.
+		v, err, _ := m.flight.Do(e.Object, func() (any, error) {
+			if data, ok := m.cache.Get(whole); ok {
+				return data, nil
+			}
+			data, _, err := m.store.Get(ctx, e.Object, 0, -1)
+			if err != nil {
+				return nil, fmt.Errorf("read object %s: %w", e.Object, err)
+			}
+			m.cache.Add(whole, data)
+			return data, nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		data := v.([]byte)
+		if int64(len(data)) < b.Off+b.Len {
+			return nil, &object.CorruptError{Key: e.Object, Offset: int64(len(data)), Err: fmt.Errorf("object is %d bytes, batch ends at %d", len(data), b.Off+b.Len)}
+		}
+		return data[b.Off : b.Off+b.Len], nil
+	}
+	k := cache.Key{Object: e.Object, Off: b.Off, Len: b.Len}
+	if data, ok := m.cache.Get(k); ok {
+		return data, nil
+	}
+	data, _, err := m.store.Get(ctx, e.Object, b.Off, b.Len)
+	if err != nil {
+		return nil, fmt.Errorf("read object %s bytes %d+%d: %w", e.Object, b.Off, b.Len, err)
+	}
+	m.cache.Add(k, data)
+	return data, nil
 }
 
 // OffsetForTime returns the first offset whose record has a timestamp at or
 // after ts (milliseconds), or the partition's end offset if there is none.
 func (m *Merge) OffsetForTime(ctx context.Context, topic string, partition int32, ts int64) (int64, error) {
-	off, err := m.log.FindTime(topic, partition, ts)
+	off, err := m.log.FindTime(ctx, topic, partition, ts)
 	if err != nil {
 		return 0, err
 	}
-	_, end, entries, err := m.log.Locate(topic, partition, off, 1)
+	_, end, entries, err := m.log.Locate(ctx, topic, partition, off, 1)
 	if err != nil || off >= end || len(entries) == 0 {
 		return off, err
 	}

@@ -79,7 +79,7 @@ func checkObjectsWithStockArrow(t *testing.T, s tier.Store) {
 	checked := 0
 	for _, topic := range l.Topics() {
 		for p := range topic.Partitions {
-			_, end, entries, err := l.Locate(topic.Name, p, 0, 1<<30)
+			_, end, _, err := l.Locate(ctx, topic.Name, p, 0, 1)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -89,7 +89,11 @@ func checkObjectsWithStockArrow(t *testing.T, s tier.Store) {
 					t.Fatal(err)
 				}
 				for _, r := range res.Records {
-					e := entryFor(entries, r.Offset)
+					_, _, es, err := l.Locate(ctx, topic.Name, p, r.Offset, 1)
+					if err != nil || len(es) != 1 {
+						t.Fatalf("locate %s/%d offset %d: %v", topic.Name, p, r.Offset, err)
+					}
+					e := es[0]
 					v, ok := rows[rowKey{e.Object, topic.Name, p, r.Offset - e.Base}]
 					if !ok || !bytes.Equal(v, r.Value) {
 						t.Fatalf("%s/%d offset %d: stock Arrow reader gives %q (found %v) in %s, shale serves %q", topic.Name, p, r.Offset, v, ok, e.Object, r.Value)
@@ -104,13 +108,4 @@ func checkObjectsWithStockArrow(t *testing.T, s tier.Store) {
 		t.Fatal("no committed records to check")
 	}
 	t.Logf("stock Arrow reader: %d objects, %d committed records match", len(objs), checked)
-}
-
-func entryFor(es []manifest.Entry, off int64) manifest.Entry {
-	for _, e := range es {
-		if off >= e.Base && off < e.End() {
-			return e
-		}
-	}
-	return manifest.Entry{}
 }

@@ -27,11 +27,20 @@ import (
 // countingStore counts requests and bytes, to report requests per GB.
 type countingStore struct {
 	tier.Store
-	puts, gets, lists  atomic.Int64
-	putBytes, getBytes atomic.Int64
+	puts, gets, lists    atomic.Int64
+	putBytes, getBytes   atomic.Int64
+	objects, objectBytes atomic.Int64 // data objects written
+}
+
+func (c *countingStore) countObject(k string, d []byte) {
+	if strings.HasPrefix(k, "data/") {
+		c.objects.Add(1)
+		c.objectBytes.Add(int64(len(d)))
+	}
 }
 
 func (c *countingStore) Put(ctx context.Context, k string, d []byte) (tier.Attrs, error) {
+	c.countObject(k, d)
 	c.puts.Add(1)
 	c.putBytes.Add(int64(len(d)))
 	return c.Store.Put(ctx, k, d)
@@ -88,7 +97,7 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	f := newFlags("bench", "bench [--store URL] [flags]", stderr)
 	nf := addNodeFlags(f, "")
 	partitions := f.Int("partitions", 8, "partitions of the benchmark topic")
-	producers := f.Int("producers", 64, "concurrent producers (each waits for its acknowledgement, like a client with one request in flight)")
+	producers := f.Int("producers", 512, "concurrent producers (each waits for its acknowledgement, like a client with one request in flight)")
 	batch := f.Int("batch", 128, "records per produce request")
 	valueBytes := f.Int("value-bytes", 1024, "bytes per record value")
 	duration := f.Duration("duration", 10*time.Second, "length of the saturated produce phase")
@@ -150,21 +159,8 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	res.SatAckP50, res.SatAckP99 = pct(sat.acks, 50), pct(sat.acks, 99)
 	res.E2EP99 = pct(sat.e2e, 99)
 	res.PutsPerGB = float64(puts) / (float64(sat.bytes) / 1e9)
-	var objects, objBytes int64
-	node.Log.View(func(s *manifest.State) {
-		seen := map[string]bool{}
-		for _, p := range s.Topics[topic].Parts {
-			for _, e := range p.Entries {
-				if !seen[e.Object] {
-					seen[e.Object] = true
-					objects++
-				}
-			}
-		}
-	})
-	objBytes = store.putBytes.Load()
-	if objects > 0 {
-		res.AvgObjectBytes = float64(objBytes) / float64(objects)
+	if n := store.objects.Load(); n > 0 {
+		res.AvgObjectBytes = float64(store.objectBytes.Load()) / float64(n)
 	}
 
 	// 3. Half load: the acknowledgement latency a lightly loaded node gives.
@@ -339,7 +335,7 @@ func produce(ctx context.Context, node *httpapi.Node, topic string, partitions, 
 	var fwg sync.WaitGroup
 	if follow {
 		for p := range partitions {
-			_, end, _, _ := node.Log.Locate(topic, int32(p), 0, 0)
+			_, end, _, _ := node.Log.Locate(ctx, topic, int32(p), 0, 0)
 			fwg.Go(func() {
 				off := end
 				for ctx.Err() == nil {

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/golang-lru/v2"
+
 	"github.com/shalelog/shale/tier"
 )
 
@@ -31,6 +33,7 @@ type Options struct {
 	Node            string        // written into commit records, for debugging
 	CheckpointEvery int64         // write a checkpoint every this many commits; default 256
 	PollInterval    time.Duration // how often to look for other nodes' commits while someone waits; default 100ms
+	PageEntries     int           // index entries per sealed index page; default 1024
 	Logger          *slog.Logger
 }
 
@@ -47,6 +50,7 @@ type Log struct {
 	commitMu sync.Mutex // one commit attempt in flight per node
 	syncMu   sync.Mutex // one catch-up in flight per node
 	waiters  atomic.Int64
+	pages    *lru.Cache[string, []Entry] // index pages read by this node
 
 	stop chan struct{}
 	done chan struct{}
@@ -60,13 +64,16 @@ func Open(ctx context.Context, store tier.Store, opts Options) (*Log, error) {
 	if opts.CheckpointEvery <= 0 {
 		opts.CheckpointEvery = 256
 	}
+	if opts.PageEntries <= 0 {
+		opts.PageEntries = 1024
+	}
 	if opts.PollInterval <= 0 {
 		opts.PollInterval = 100 * time.Millisecond
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	l := &Log{store: store, opts: opts, stop: make(chan struct{}), done: make(chan struct{})}
+	l := &Log{store: store, opts: opts, stop: make(chan struct{}), done: make(chan struct{}), pages: newPageCache()}
 	st, err := loadCheckpoint(ctx, store)
 	if err != nil {
 		return nil, err
@@ -349,19 +356,24 @@ func (l *Log) exists(ctx context.Context, key string) (bool, error) {
 
 // maybeCheckpoint writes a checkpoint of the state at seq, in the
 // background, when seq is a multiple of CheckpointEvery. Only the writer of
-// that commit does it; if it dies first, the next multiple will.
+// that commit does it; if it dies first, the next multiple will. Index
+// pages are written first, the checkpoint that references them next, the
+// pointer to the checkpoint last.
 func (l *Log) maybeCheckpoint(seq int64) {
 	if seq%l.opts.CheckpointEvery != 0 {
 		return
 	}
-	var data []byte
-	var err error
+	var (
+		snap  *State
+		pages []sealed
+		err   error
+	)
 	l.View(func(s *State) {
 		if s.Seq != seq {
 			err = errors.New("state moved on") // a later checkpoint will cover it
 			return
 		}
-		data, err = json.Marshal(checkpoint{Version: FormatVersion, State: s})
+		snap, pages, err = snapshotSealed(s, l.opts.PageEntries)
 	})
 	if err != nil {
 		return
@@ -369,13 +381,27 @@ func (l *Log) maybeCheckpoint(seq int64) {
 	l.cpWG.Go(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		if err := l.writeCheckpoint(ctx, seq, data); err != nil {
+		if err := l.writeCheckpoint(ctx, snap, pages); err != nil {
 			l.opts.Logger.Warn("write checkpoint", "seq", seq, "err", err)
+			return
 		}
+		l.View(func(s *State) { trimSealed(s, pages) })
 	})
 }
 
-func (l *Log) writeCheckpoint(ctx context.Context, seq int64, data []byte) error {
+func (l *Log) writeCheckpoint(ctx context.Context, snap *State, pages []sealed) error {
+	for _, pg := range pages {
+		// Page content is a function of the log, so a concurrent or
+		// repeated write of the same key writes the same bytes.
+		if _, err := l.store.Put(ctx, pg.ref.Key, pg.data); err != nil {
+			return fmt.Errorf("write index page: %w", err)
+		}
+	}
+	data, err := json.Marshal(checkpoint{Version: FormatVersion, State: snap})
+	if err != nil {
+		return err
+	}
+	seq := snap.Seq
 	if _, err := l.store.Put(ctx, checkpointKey(seq), data); err != nil {
 		return err
 	}

@@ -85,42 +85,67 @@ func (l *Log) Describe(name string) (Topic, []PartitionInfo, error) {
 		}
 		t = ts.Topic
 		for i, p := range ts.Parts {
-			out = append(out, PartitionInfo{Partition: int32(i), Start: p.Start, End: p.End, Bytes: p.Bytes, Objects: len(p.Entries)})
+			out = append(out, PartitionInfo{Partition: int32(i), Start: p.Start, End: p.End, Bytes: p.Bytes, Objects: p.objects()})
 		}
 	})
 	return t, out, err
 }
 
 // Locate returns the partition's start and end offsets and up to max
-// entries (copied) starting with the one that holds offset.
-func (l *Log) Locate(topic string, partition int32, offset int64, max int) (start, end int64, entries []Entry, err error) {
+// entries (copied) starting with the one that holds offset. Entries from a
+// sealed page stop at the page's end; the caller asks again from there.
+func (l *Log) Locate(ctx context.Context, topic string, partition int32, offset int64, max int) (start, end int64, entries []Entry, err error) {
+	var ref PageRef
+	var paged bool
 	l.View(func(s *State) {
 		var p *Partition
 		if p, err = s.partition(topic, "", partition); err != nil {
 			return
 		}
 		start, end = p.Start, p.End
-		i := p.find(offset)
+		if ref, paged = p.page(offset); paged {
+			return
+		}
+		i := findEntry(p.Entries, offset)
 		entries = slices.Clone(p.Entries[i:min(len(p.Entries), i+max)])
 	})
-	return start, end, entries, err
+	if err != nil || !paged {
+		return start, end, entries, err
+	}
+	es, err := l.loadPage(ctx, ref.Key)
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	i := findEntry(es, offset)
+	return start, end, slices.Clone(es[i:min(len(es), i+max)]), nil
 }
 
 // FindTime returns the offset of the first entry whose records may have a
 // timestamp at or after ts (its max timestamp is >= ts), or the end offset
 // if there is none. The caller scans that entry for the exact record.
-func (l *Log) FindTime(topic string, partition int32, ts int64) (int64, error) {
-	var off int64
-	var err error
+//
+// Timestamps are set by producers and need not grow with offsets, so this
+// scans page summaries and then entries in offset order; it reads at most
+// one page.
+func (l *Log) FindTime(ctx context.Context, topic string, partition int32, ts int64) (int64, error) {
+	var (
+		off  int64
+		err  error
+		ref  PageRef
+		page bool
+	)
 	l.View(func(s *State) {
 		var p *Partition
 		if p, err = s.partition(topic, "", partition); err != nil {
 			return
 		}
 		off = p.End
-		// Timestamps are not monotonic across entries (producers set them),
-		// so a linear scan from the start is the only exact answer; a
-		// running max per entry would allow a binary search later.
+		for _, pg := range p.Pages {
+			if pg.MaxTs >= ts {
+				ref, page = pg, true
+				return
+			}
+		}
 		for _, e := range p.Entries {
 			if e.MaxTs >= ts {
 				off = e.Base
@@ -128,7 +153,19 @@ func (l *Log) FindTime(topic string, partition int32, ts int64) (int64, error) {
 			}
 		}
 	})
-	return off, err
+	if err != nil || !page {
+		return off, err
+	}
+	es, err := l.loadPage(ctx, ref.Key)
+	if err != nil {
+		return 0, err
+	}
+	for _, e := range es {
+		if e.MaxTs >= ts {
+			return e.Base, nil
+		}
+	}
+	return ref.End, nil
 }
 
 // PendingPart is one partition's share of an object waiting to be

@@ -63,13 +63,14 @@ type Topic struct {
 // [Base, Base+Count) are rows offset_delta 0..Count-1 of that partition's
 // part of Object.
 type Entry struct {
-	Object  string  `json:"object"`
-	Base    int64   `json:"base"`
-	Count   int64   `json:"count"`
-	MinTs   int64   `json:"min_ts"`
-	MaxTs   int64   `json:"max_ts"`
-	Bytes   int64   `json:"bytes"`
-	Batches Batches `json:"batches"`
+	Object     string  `json:"object"`
+	ObjectSize int64   `json:"object_size"` // bytes of the whole object
+	Base       int64   `json:"base"`
+	Count      int64   `json:"count"`
+	MinTs      int64   `json:"min_ts"`
+	MaxTs      int64   `json:"max_ts"`
+	Bytes      int64   `json:"bytes"`
+	Batches    Batches `json:"batches"`
 }
 
 // End is the offset after the entry's last record.
@@ -99,12 +100,33 @@ func (bs *Batches) UnmarshalJSON(data []byte) error {
 	return nil
 }
 
-// Partition is one partition's offsets and object index.
+// Partition is one partition's offsets and object index. The index is
+// Pages (older entries, sealed into immutable page objects and read only
+// when a read reaches them) followed by Entries (the tail, in memory).
 type Partition struct {
-	Start   int64   `json:"start"` // first offset still retained
-	End     int64   `json:"end"`   // next offset to assign (the high watermark)
-	Bytes   int64   `json:"bytes"`
-	Entries []Entry `json:"entries"` // sorted by Base, contiguous from Start to End
+	Start   int64     `json:"start"` // first offset still retained
+	End     int64     `json:"end"`   // next offset to assign (the high watermark)
+	Bytes   int64     `json:"bytes"`
+	Pages   []PageRef `json:"pages,omitempty"` // sorted by Base, contiguous
+	Entries []Entry   `json:"entries"`         // sorted by Base, contiguous, after the pages
+}
+
+// PageRef points at an index page: the entries for offsets [Base, End).
+type PageRef struct {
+	Key     string `json:"key"`
+	Base    int64  `json:"base"`
+	End     int64  `json:"end"`
+	Entries int    `json:"entries"`
+	MaxTs   int64  `json:"max_ts"`
+}
+
+// objects is the number of index entries, sealed or not.
+func (p *Partition) objects() int {
+	n := len(p.Entries)
+	for _, pg := range p.Pages {
+		n += pg.Entries
+	}
+	return n
 }
 
 // TopicState is a topic and its partitions.
@@ -162,7 +184,7 @@ func (s *State) apply(r *Record) {
 					continue
 				}
 				p.Entries = append(p.Entries, Entry{
-					Object: op.Append.Object, Base: pa.Base, Count: pa.Count,
+					Object: op.Append.Object, ObjectSize: op.Append.Size, Base: pa.Base, Count: pa.Count,
 					MinTs: pa.MinTs, MaxTs: pa.MaxTs, Bytes: pa.Bytes, Batches: pa.Batches,
 				})
 				p.End += pa.Count
@@ -173,8 +195,20 @@ func (s *State) apply(r *Record) {
 	s.Seq = r.Seq
 }
 
-// find returns the index of the entry holding offset in p.Entries, or
-// len(p.Entries) if offset is at or past the end.
-func (p *Partition) find(offset int64) int {
-	return sort.Search(len(p.Entries), func(i int) bool { return p.Entries[i].End() > offset })
+// findEntry returns the index of the entry holding offset in es, or len(es)
+// if offset is at or past their end.
+func findEntry(es []Entry, offset int64) int {
+	return sort.Search(len(es), func(i int) bool { return es[i].End() > offset })
+}
+
+// page returns the page holding offset, if offset is before the tail.
+func (p *Partition) page(offset int64) (PageRef, bool) {
+	if len(p.Pages) == 0 || (len(p.Entries) > 0 && offset >= p.Entries[0].Base) {
+		return PageRef{}, false
+	}
+	i := sort.Search(len(p.Pages), func(i int) bool { return p.Pages[i].End > offset })
+	if i == len(p.Pages) {
+		return PageRef{}, false
+	}
+	return p.Pages[i], true
 }

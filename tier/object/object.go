@@ -36,8 +36,9 @@ const FormatVersion = 1
 
 // Batch size limits. Encode starts a new record batch for a part when the
 // current one holds MaxBatchRows rows, or when the next record would push
-// its key, value and header bytes past MaxBatchBytes. A single larger
-// record gets a batch of its own.
+// its bytes past MaxBatchBytes, counting key, value and header bytes, the
+// topic name and 8 bytes per header. A single larger record gets a batch
+// of its own.
 const (
 	MaxBatchBytes = 1 << 20
 	MaxBatchRows  = 16384
@@ -258,7 +259,7 @@ func Encode(parts []Part, c Compression) (data []byte, index []PartIndex, err er
 			pi.MinTimestamp, pi.MaxTimestamp = math.MaxInt64, math.MinInt64
 		}
 		for start := 0; start < len(p.Records); {
-			end, size := start, 0
+			end, batchBytes := start, 0
 			for end < len(p.Records) && end-start < MaxBatchRows {
 				r := &p.Records[end]
 				pi.MinTimestamp = min(pi.MinTimestamp, r.Timestamp)
@@ -268,13 +269,13 @@ func Encode(parts []Part, c Compression) (data []byte, index []PartIndex, err er
 					return nil, nil, fmt.Errorf("encode object: record %d of %s/%d has %d bytes and %d headers, over the limit of %d and %d",
 						end, p.Topic, p.Partition, n, len(r.Headers), maxRecordBytes, MaxHeaders)
 				}
-				if end > start && size+n > MaxBatchBytes {
+				if end > start && batchBytes+n > MaxBatchBytes {
 					break
 				}
-				size += n
+				batchBytes += n
 				end++
 			}
-			rec := enc.batch(p.Topic, p.Partition, int64(start), p.Records[start:end], size)
+			rec := enc.batch(p.Topic, p.Partition, int64(start), p.Records[start:end])
 			err := w.Write(rec)
 			rec.Release()
 			if err != nil {
@@ -373,18 +374,25 @@ func (enc *encoder) release() {
 }
 
 // batch builds the record batch of recs, whose first row has offset delta
-// delta. size is the sum of recordBytes over recs and sizes the buffers.
-func (enc *encoder) batch(topic string, partition int32, delta int64, recs []Record, size int) arrow.RecordBatch {
+// delta.
+func (enc *encoder) batch(topic string, partition int32, delta int64, recs []Record) arrow.RecordBatch {
 	n := len(recs)
-	nh := 0
+	var nh, keys, values, hkeys, hvalues int
 	for i := range recs {
-		nh += len(recs[i].Headers)
+		r := &recs[i]
+		keys += len(r.Key)
+		values += len(r.Value)
+		nh += len(r.Headers)
+		for _, h := range r.Headers {
+			hkeys += len(h.Key)
+			hvalues += len(h.Value)
+		}
 	}
 	enc.topic.reset(n, n*len(topic))
-	enc.key.reset(n, size)
-	enc.value.reset(n, size)
-	enc.hkey.reset(nh, size)
-	enc.hvalue.reset(nh, size)
+	enc.key.reset(n, keys)
+	enc.value.reset(n, values)
+	enc.hkey.reset(nh, hkeys)
+	enc.hvalue.reset(nh, hvalues)
 	enc.partition = slices.Grow(enc.partition[:0], n)
 	enc.delta = slices.Grow(enc.delta[:0], n)
 	enc.timestamp = slices.Grow(enc.timestamp[:0], n)
@@ -575,7 +583,7 @@ const (
 	fileTrailerLen = 4 + 6
 )
 
-// Flatbuffer slots (field numbers) of the Arrow tables this file reads,
+// Flatbuffer slots (field numbers) of the Arrow tables read here, taken
 // from Arrow's File.fbs, Schema.fbs and Message.fbs.
 const (
 	footerSchema        = 1 // Footer.schema: Schema

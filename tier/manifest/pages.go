@@ -1,0 +1,110 @@
+package manifest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+
+	"github.com/hashicorp/golang-lru/v2"
+)
+
+// Index pages keep a partition's old index entries out of checkpoints and
+// out of memory: a checkpoint carries one PageRef per PageEntries entries,
+// and a page is read only when a read reaches that far back.
+const indexPrefix = "manifest/index/"
+
+// page is the persisted form of an index page.
+type page struct {
+	Version int     `json:"v"`
+	Entries []Entry `json:"entries"`
+}
+
+func pageKey(topicID string, partition int, base int64) string {
+	return fmt.Sprintf("%s%s/%d/%020d.json", indexPrefix, topicID, partition, base)
+}
+
+func newPageCache() *lru.Cache[string, []Entry] {
+	c, _ := lru.New[string, []Entry](256)
+	return c
+}
+
+// loadPage returns a page's entries, from the node's page cache or the
+// store. Pages are immutable, so a cached page never goes stale.
+func (l *Log) loadPage(ctx context.Context, key string) ([]Entry, error) {
+	if es, ok := l.pages.Get(key); ok {
+		return es, nil
+	}
+	data, _, err := l.store.Get(ctx, key, 0, -1)
+	if err != nil {
+		return nil, fmt.Errorf("read index page %s: %w", key, err)
+	}
+	var pg page
+	if err := json.Unmarshal(data, &pg); err != nil {
+		return nil, fmt.Errorf("decode index page %s: %w", key, err)
+	}
+	if pg.Version < 1 || pg.Version > FormatVersion || len(pg.Entries) == 0 {
+		return nil, fmt.Errorf("decode index page %s: format version %d not supported", key, pg.Version)
+	}
+	l.pages.Add(key, pg.Entries)
+	return pg.Entries, nil
+}
+
+// sealed is one page cut from a partition's tail for a checkpoint.
+type sealed struct {
+	topic     string
+	partition int
+	ref       PageRef
+	data      []byte
+}
+
+// snapshotSealed copies the state for a checkpoint, moving every full run
+// of pageEntries tail entries into new pages. It copies partition structs
+// and slice headers only: entries are never modified once applied, and the
+// live state only appends, so the copy stays valid after the lock is
+// released.
+func snapshotSealed(s *State, pageEntries int) (*State, []sealed, error) {
+	cp := &State{Seq: s.Seq, Topics: make(map[string]*TopicState, len(s.Topics))}
+	var pages []sealed
+	for name, t := range s.Topics {
+		ct := &TopicState{Topic: t.Topic, Parts: make([]*Partition, len(t.Parts))}
+		for i, p := range t.Parts {
+			c := *p
+			c.Pages = slices.Clip(c.Pages)
+			for len(c.Entries) >= 2*pageEntries {
+				es := c.Entries[:pageEntries]
+				data, err := json.Marshal(page{Version: FormatVersion, Entries: es})
+				if err != nil {
+					return nil, nil, err
+				}
+				ref := PageRef{Key: pageKey(t.ID, i, es[0].Base), Base: es[0].Base, End: es[len(es)-1].End(), Entries: len(es)}
+				for _, e := range es {
+					ref.MaxTs = max(ref.MaxTs, e.MaxTs)
+				}
+				pages = append(pages, sealed{topic: name, partition: i, ref: ref, data: data})
+				c.Pages = append(c.Pages, ref)
+				c.Entries = c.Entries[pageEntries:]
+			}
+			ct.Parts[i] = &c
+		}
+		cp.Topics[name] = ct
+	}
+	return cp, pages, nil
+}
+
+// trimSealed drops from the live state the entries that now live in
+// written pages, so a long-running node's memory does not grow with history.
+func trimSealed(s *State, pages []sealed) {
+	for _, pg := range pages {
+		t, ok := s.Topics[pg.topic]
+		if !ok || pg.partition >= len(t.Parts) {
+			continue
+		}
+		p := t.Parts[pg.partition]
+		if len(p.Entries) < pg.ref.Entries || p.Entries[0].Base != pg.ref.Base {
+			continue
+		}
+		p.Pages = append(p.Pages, pg.ref)
+		p.Entries = slices.Clone(p.Entries[pg.ref.Entries:])
+	}
+}

@@ -36,11 +36,21 @@ type Merge struct {
 	cache *cache.Cache
 
 	flight singleflight.Group
+	fetch  chan struct{} // bounds concurrent store reads, and so their memory
 }
+
+// EntriesPerRead bounds the objects one read may touch. Reads return less
+// than their byte limit rather than sweep many objects: consumers of many
+// partitions then advance through the same few objects together, which
+// the cache can hold, instead of each sweeping a window larger than it.
+const EntriesPerRead = 4
+
+// MaxFetches bounds a node's concurrent object reads.
+const MaxFetches = 16
 
 // New returns a Merge over the log's committed state.
 func New(log *manifest.Log, store tier.Store, hot Hot, c *cache.Cache) *Merge {
-	return &Merge{log: log, store: store, hot: hot, cache: c}
+	return &Merge{log: log, store: store, hot: hot, cache: c, fetch: make(chan struct{}, MaxFetches)}
 }
 
 // Result is one read.
@@ -61,7 +71,7 @@ func (m *Merge) Read(ctx context.Context, topic string, partition int32, offset 
 	if maxBytes <= 0 {
 		maxBytes = 1 << 20
 	}
-	start, end, entries, err := m.log.Locate(ctx, topic, partition, offset, 64)
+	start, end, entries, err := m.log.Locate(ctx, topic, partition, offset, EntriesPerRead)
 	if err != nil && !errors.Is(err, manifest.ErrUnknownTopic) && !errors.Is(err, manifest.ErrUnknownPartition) {
 		return Result{}, err
 	}
@@ -71,7 +81,7 @@ func (m *Merge) Read(ctx context.Context, topic string, partition int32, offset 
 		if err := m.log.Sync(ctx); err != nil {
 			return Result{}, err
 		}
-		if start, end, entries, err = m.log.Locate(ctx, topic, partition, offset, 64); err != nil {
+		if start, end, entries, err = m.log.Locate(ctx, topic, partition, offset, EntriesPerRead); err != nil {
 			return Result{}, err
 		}
 	}
@@ -82,7 +92,7 @@ func (m *Merge) Read(ctx context.Context, topic string, partition int32, offset 
 			return !ok || int(partition) >= len(t.Parts) || t.Parts[partition].End > offset
 		})
 		cancel()
-		if start, end, entries, err = m.log.Locate(ctx, topic, partition, offset, 64); err != nil {
+		if start, end, entries, err = m.log.Locate(ctx, topic, partition, offset, EntriesPerRead); err != nil {
 			return Result{}, err
 		}
 	}
@@ -182,6 +192,11 @@ func (m *Merge) batchBytes(ctx context.Context, e *manifest.Entry, b object.Batc
 			if data, ok := m.cache.Get(whole); ok {
 				return data, nil
 			}
+			release, err := m.acquire(ctx)
+			if err != nil {
+				return nil, err
+			}
+			defer release()
 			data, _, err := m.store.Get(ctx, e.Object, 0, -1)
 			if err != nil {
 				return nil, fmt.Errorf("read object %s: %w", e.Object, err)
@@ -202,12 +217,26 @@ func (m *Merge) batchBytes(ctx context.Context, e *manifest.Entry, b object.Batc
 	if data, ok := m.cache.Get(k); ok {
 		return data, nil
 	}
+	release, err := m.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	data, _, err := m.store.Get(ctx, e.Object, b.Off, b.Len)
 	if err != nil {
 		return nil, fmt.Errorf("read object %s bytes %d+%d: %w", e.Object, b.Off, b.Len, err)
 	}
 	m.cache.Add(k, data)
 	return data, nil
+}
+
+func (m *Merge) acquire(ctx context.Context) (func(), error) {
+	select {
+	case m.fetch <- struct{}{}:
+		return func() { <-m.fetch }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // OffsetForTime returns the first offset whose record has a timestamp at or

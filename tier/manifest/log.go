@@ -49,8 +49,11 @@ type Log struct {
 	}
 	commitMu sync.Mutex // one commit attempt in flight per node
 	syncMu   sync.Mutex // one catch-up in flight per node
-	waiters  atomic.Int64
-	pages    *lru.Cache[string, []Entry] // index pages read by this node
+	// Syncs started and completed (by generation), so that concurrent
+	// Sync calls share one catch-up.
+	syncStarted, syncDone atomic.Int64
+	waiters               atomic.Int64
+	pages                 *lru.Cache[string, []Entry] // index pages read by this node
 
 	stop chan struct{}
 	done chan struct{}
@@ -141,12 +144,27 @@ func (l *Log) Changed() <-chan struct{} {
 	return l.mu.changed
 }
 
-// Sync applies every commit record written after the node's state, reading
-// them a few at a time in parallel.
+// Sync applies every commit record written before the call. Concurrent
+// callers share one catch-up: a caller that waited while another's sync
+// ran from start to finish after it arrived is done. At the head a sync
+// costs one GET; behind, records are read a few at a time in parallel.
 func (l *Log) Sync(ctx context.Context) error {
+	arrived := l.syncStarted.Load()
 	l.syncMu.Lock()
 	defer l.syncMu.Unlock()
-	const window = 8
+	if l.syncDone.Load() > arrived {
+		return nil
+	}
+	gen := l.syncStarted.Add(1)
+	err := l.catchUp(ctx)
+	if err == nil {
+		l.syncDone.Store(gen)
+	}
+	return err
+}
+
+func (l *Log) catchUp(ctx context.Context) error {
+	window := 1
 	for {
 		next := l.Seq() + 1
 		recs := make([]*Record, window)
@@ -173,6 +191,7 @@ func (l *Log) Sync(ctx context.Context) error {
 			}
 			l.applyRecord(recs[i])
 		}
+		window = min(2*window, 16)
 	}
 }
 

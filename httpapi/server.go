@@ -88,7 +88,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		status = http.StatusRequestEntityTooLarge
 	case errors.Is(err, reader.ErrOffsetOutOfRange):
 		status = http.StatusRequestedRangeNotSatisfiable
-	case errors.Is(err, ingest.ErrBackpressure), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, ingest.ErrBackpressure), errors.Is(err, ingest.ErrStore), errors.Is(err, context.DeadlineExceeded):
 		status = http.StatusServiceUnavailable
 	}
 	if status == http.StatusInternalServerError {

@@ -26,6 +26,10 @@ var (
 	ErrBackpressure = errors.New("ingest buffers full: the object store is slower than producers")
 	// ErrTooLarge is returned for a batch above Options.MaxBatchBytes.
 	ErrTooLarge = errors.New("record batch too large")
+	// ErrStore wraps the failure of a roll's upload or commit: the store
+	// failed for longer than Options.StoreTimeout. The records' fate is
+	// unknown to the producer (a commit may have landed).
+	ErrStore = errors.New("object store unavailable")
 	// ErrClosed is returned by appends to a closed node.
 	ErrClosed = errors.New("ingest node closed")
 )

@@ -107,7 +107,7 @@ func (n *Node) upload(s *segment) {
 	ctx, cancel := context.WithTimeout(context.Background(), n.opts.StoreTimeout)
 	defer cancel()
 	if err := retry(ctx, func() error { _, err := n.store.Put(ctx, key, body); return err }); err != nil {
-		s.uploadErr = fmt.Errorf("upload %s: %w", key, err)
+		s.uploadErr = fmt.Errorf("%w: upload %s: %w", ErrStore, key, err)
 		return
 	}
 	n.opts.Hook("after-put")
@@ -129,17 +129,24 @@ func (n *Node) objectKey() string {
 	return fmt.Sprintf("data/%013d-%s-%s.arrow", time.Now().UnixMilli(), n.opts.Node, hex.EncodeToString(r[:]))
 }
 
-// retry runs f with backoff until it succeeds or ctx ends.
+// retry runs f with backoff until it succeeds or ctx ends. On giving up it
+// reports the last error from the store itself, not the deadline that
+// stopped the retries.
 func retry(ctx context.Context, f func() error) error {
+	start := time.Now()
 	backoff := 50 * time.Millisecond
+	var cause error
 	for {
 		err := f()
 		if err == nil {
 			return nil
 		}
+		if cause == nil || ctx.Err() == nil {
+			cause = err
+		}
 		select {
 		case <-ctx.Done():
-			return err
+			return fmt.Errorf("store failing for %v: %w", time.Since(start).Round(time.Millisecond), cause)
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 2*time.Second)
@@ -201,7 +208,7 @@ func (n *Node) commit(group []*segment) {
 		res, err := n.log.Append(ctx, objs)
 		cancel()
 		if err != nil {
-			err = fmt.Errorf("commit %d objects: %w", len(objs), err)
+			err = fmt.Errorf("%w: commit %d objects: %w", ErrStore, len(objs), err)
 			n.opts.Logger.Error("commit failed", "err", err)
 			for _, s := range ok {
 				s.fail(err)

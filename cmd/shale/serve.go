@@ -36,6 +36,7 @@ type nodeFlags struct {
 	inflight   *int
 	hotBytes   *int64
 	maxBatch   *int64
+	storeWait  *time.Duration
 }
 
 func addNodeFlags(f flags, store string) nodeFlags {
@@ -48,6 +49,7 @@ func addNodeFlags(f flags, store string) nodeFlags {
 		inflight:   f.Int("max-inflight-rolls", 4, "rolled segments uploading or committing at once; more producers wait (back-pressure)"),
 		hotBytes:   f.Int64("hot-bytes", 256<<20, "bytes of committed hot segments kept locally for reads"),
 		maxBatch:   f.Int64("max-batch-bytes", 8<<20, "largest accepted produce batch, encoded"),
+		storeWait:  f.Duration("store-timeout", 30*time.Second, "how long a roll's upload and commit retry a failing store before its producers get an error"),
 	}
 }
 
@@ -90,7 +92,7 @@ func (nf nodeFlags) start(ctx context.Context, logger *slog.Logger) (*httpapi.No
 func nodeIngestOptions(nf nodeFlags) ingest.Options {
 	return ingest.Options{
 		Dir: *nf.hotDir, RollBytes: *nf.rollBytes, RollAge: *nf.rollAge, MaxInflight: *nf.inflight,
-		HotBytes: *nf.hotBytes, MaxBatchBytes: int(*nf.maxBatch), Hook: crashHook(),
+		HotBytes: *nf.hotBytes, MaxBatchBytes: int(*nf.maxBatch), StoreTimeout: *nf.storeWait, Hook: crashHook(),
 	}
 }
 

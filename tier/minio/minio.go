@@ -79,6 +79,10 @@ func Open(ctx context.Context, rawURL string) (*Store, error) {
 	s.client, err = miniogo.New(s.host, &miniogo.Options{
 		Creds:  credentials.NewStaticV4(user, password, ""),
 		Secure: s.secure,
+		// A few quick retries: shale's callers retry with their own
+		// deadlines, and the SDK's default of 10 hides the cause of an
+		// outage behind a context timeout.
+		MaxRetries: 3,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", s, err)

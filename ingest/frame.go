@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"slices"
 
 	"github.com/shalelog/shale/tier/object"
 )
@@ -56,6 +57,11 @@ func (e *CorruptionError) Unwrap() error { return e.Err }
 // appendFrame appends the frame for records to b. Records with a zero
 // timestamp get now.
 func appendFrame(b []byte, topic, topicID string, partition int32, recs []object.Record, now int64) []byte {
+	size := frameHeaderLen + 32 + len(topic) + len(topicID)
+	for i := range recs {
+		size += recs[i].Size()
+	}
+	b = slices.Grow(b, size)
 	start := len(b)
 	b = append(b, make([]byte, frameHeaderLen)...)
 	b = append(b, frameVersion)

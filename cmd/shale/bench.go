@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	mrand "math/rand/v2"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -103,6 +104,7 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	valueBytes := f.Int("value-bytes", 1024, "bytes per record value")
 	duration := f.Duration("duration", 10*time.Second, "length of the saturated produce phase")
 	halfDuration := f.Duration("half-duration", 5*time.Second, "length of the half-load latency phase (0 to skip)")
+	cpuProfile := f.String("cpuprofile", "", "write a CPU profile of the produce phase to this file")
 	if _, err := f.parse(args); err != nil {
 		return err
 	}
@@ -148,8 +150,19 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	}
 	fmt.Fprintf(stderr, "producing for %v: %d producers, %d partitions, %d-byte values, batches of %d...\n", *duration, *producers, *partitions, *valueBytes, *batch)
 	puts0 := store.puts.Load()
+	if *cpuProfile != "" {
+		pf, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer pf.Close()
+		pprof.StartCPUProfile(pf)
+	}
 	sat := produce(ctx, node, topic, *partitions, *producers, *batch, *valueBytes, *duration, 0, true)
 	puts := store.puts.Load() - puts0
+	if *cpuProfile != "" {
+		pprof.StopCPUProfile()
+	}
 	if sat.err != nil {
 		node.Close()
 		return sat.err

@@ -114,8 +114,8 @@ func (n *Node) upload(s *segment) {
 	s.obj = manifest.PendingObject{Key: key, Size: int64(len(body)), Parts: make([]manifest.PendingPart, len(idx))}
 	for i, p := range idx {
 		s.obj.Parts[i] = manifest.PendingPart{
-			Topic: p.Topic, TopicID: ids[i], Partition: p.Partition, Count: p.Count,
-			MinTs: p.MinTimestamp, MaxTs: p.MaxTimestamp, Bytes: p.Bytes, Batches: p.Batches,
+			Topic: p.Topic, TopicID: ids[i], Partition: p.Partition,
+			Span: manifest.Span{Count: p.Count, MinTs: p.MinTimestamp, MaxTs: p.MaxTimestamp, Bytes: p.Bytes, Batches: p.Batches},
 		}
 	}
 }

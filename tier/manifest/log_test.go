@@ -38,8 +38,8 @@ func openLog(t *testing.T, s tier.Store, opts Options) *Log {
 func pending(key, topic string, parts ...int32) PendingObject {
 	o := PendingObject{Key: key, Size: 100}
 	for _, p := range parts {
-		o.Parts = append(o.Parts, PendingPart{Topic: topic, Partition: p, Count: 3, MinTs: 1, MaxTs: 2, Bytes: 30,
-			Batches: Batches{{Delta: 0, Rows: 3, Off: 8, Len: 50, CRC: 7}}})
+		o.Parts = append(o.Parts, PendingPart{Topic: topic, Partition: p, Span: Span{Count: 3, MinTs: 1, MaxTs: 2, Bytes: 30,
+			Batches: Batches{{Delta: 0, Rows: 3, Off: 8, Len: 50, CRC: 7}}}})
 	}
 	return o
 }

@@ -174,11 +174,7 @@ type PendingPart struct {
 	Topic     string
 	TopicID   string // the incarnation the records were accepted for; empty accepts any
 	Partition int32
-	Count     int64
-	MinTs     int64
-	MaxTs     int64
-	Bytes     int64
-	Batches   Batches
+	Span
 }
 
 // PendingObject is one uploaded object waiting to be committed.
@@ -219,10 +215,7 @@ func (l *Log) Append(ctx context.Context, objs []PendingObject) ([]AppendResult,
 				ends[p] = end + pp.Count
 				r.Base[j] = end
 				t := s.Topics[pp.Topic]
-				op.Parts = append(op.Parts, AppendPart{
-					Topic: pp.Topic, TopicID: t.ID, Partition: pp.Partition, Base: end, Count: pp.Count,
-					MinTs: pp.MinTs, MaxTs: pp.MaxTs, Bytes: pp.Bytes, Batches: pp.Batches,
-				})
+				op.Parts = append(op.Parts, AppendPart{Topic: pp.Topic, TopicID: t.ID, Partition: pp.Partition, Base: end, Span: pp.Span})
 			}
 			results[i] = r
 			if len(op.Parts) > 0 {

@@ -43,15 +43,11 @@ type AppendOp struct {
 
 // AppendPart is one partition's share of an appended object.
 type AppendPart struct {
-	Topic     string  `json:"topic"`
-	TopicID   string  `json:"topic_id"`
-	Partition int32   `json:"partition"`
-	Base      int64   `json:"base"`
-	Count     int64   `json:"count"`
-	MinTs     int64   `json:"min_ts"`
-	MaxTs     int64   `json:"max_ts"`
-	Bytes     int64   `json:"bytes"`
-	Batches   Batches `json:"batches"`
+	Topic     string `json:"topic"`
+	TopicID   string `json:"topic_id"`
+	Partition int32  `json:"partition"`
+	Base      int64  `json:"base"`
+	Span
 }
 
 func decodeRecord(key string, data []byte) (*Record, error) {

@@ -63,14 +63,20 @@ type Topic struct {
 // [Base, Base+Count) are rows offset_delta 0..Count-1 of that partition's
 // part of Object.
 type Entry struct {
-	Object     string  `json:"object"`
-	ObjectSize int64   `json:"object_size"` // bytes of the whole object
-	Base       int64   `json:"base"`
-	Count      int64   `json:"count"`
-	MinTs      int64   `json:"min_ts"`
-	MaxTs      int64   `json:"max_ts"`
-	Bytes      int64   `json:"bytes"`
-	Batches    Batches `json:"batches"`
+	Object     string `json:"object"`
+	ObjectSize int64  `json:"object_size"` // bytes of the whole object
+	Base       int64  `json:"base"`
+	Span
+}
+
+// Span describes one partition's records in one object, apart from where
+// they start.
+type Span struct {
+	Count   int64   `json:"count"`
+	MinTs   int64   `json:"min_ts"`
+	MaxTs   int64   `json:"max_ts"`
+	Bytes   int64   `json:"bytes"` // the part's bytes in the object
+	Batches Batches `json:"batches"`
 }
 
 // End is the offset after the entry's last record.
@@ -183,10 +189,7 @@ func (s *State) apply(r *Record) {
 				if err != nil || pa.Base != p.End || pa.Count <= 0 {
 					continue
 				}
-				p.Entries = append(p.Entries, Entry{
-					Object: op.Append.Object, ObjectSize: op.Append.Size, Base: pa.Base, Count: pa.Count,
-					MinTs: pa.MinTs, MaxTs: pa.MaxTs, Bytes: pa.Bytes, Batches: pa.Batches,
-				})
+				p.Entries = append(p.Entries, Entry{Object: op.Append.Object, ObjectSize: op.Append.Size, Base: pa.Base, Span: pa.Span})
 				p.End += pa.Count
 				p.Bytes += pa.Bytes
 			}

@@ -18,6 +18,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"golang.org/x/sync/semaphore"
+
 	"github.com/shalelog/shale/cache"
 	"github.com/shalelog/shale/ingest"
 	"github.com/shalelog/shale/reader"
@@ -39,6 +41,11 @@ type Server struct {
 	Cache   *cache.Cache
 	Logger  *slog.Logger
 	MaxBody int64 // largest request body; default 16 MiB
+	// MaxInflight bounds the bytes of produce requests being read or
+	// waiting for their commit; more wait (back-pressure). Default 256 MiB.
+	MaxInflight int64
+
+	inflight *semaphore.Weighted
 }
 
 // Handler returns the API's routes.
@@ -49,6 +56,10 @@ func (s *Server) Handler() http.Handler {
 	if s.Logger == nil {
 		s.Logger = slog.Default()
 	}
+	if s.MaxInflight <= 0 {
+		s.MaxInflight = 256 << 20
+	}
+	s.inflight = semaphore.NewWeighted(max(s.MaxInflight, s.MaxBody))
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /v1/stats", s.stats)
@@ -216,6 +227,17 @@ func (s *Server) produce(w http.ResponseWriter, r *http.Request) {
 		}
 		fixed = int32(p)
 	}
+	// Reserve the body's size before reading it, so that many concurrent
+	// producers cannot make the node buffer more than MaxInflight.
+	want := s.MaxBody
+	if r.ContentLength >= 0 {
+		want = min(r.ContentLength, s.MaxBody)
+	}
+	if err := s.inflight.Acquire(r.Context(), want); err != nil {
+		s.fail(w, r, fmt.Errorf("%w: waiting for buffer space: %v", ingest.ErrBackpressure, err))
+		return
+	}
+	defer s.inflight.Release(want)
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.MaxBody))
 	if err != nil {
 		s.fail(w, r, err)

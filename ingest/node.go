@@ -202,6 +202,7 @@ func (n *Node) write(ctx context.Context, fr frameRef, buf []byte) error {
 		}
 		if s.size+int64(len(buf)) <= n.opts.RollBytes || len(s.frames) == 0 {
 			fr.off, fr.len = s.size, len(buf)
+			s.mem = append(s.mem, buf...)
 			if _, err := s.f.WriteAt(buf, s.size); err != nil {
 				n.mu.Unlock()
 				return fmt.Errorf("write hot segment %s: %w", s.path, err)
@@ -243,6 +244,7 @@ func (n *Node) newSegmentLocked() (*segment, error) {
 		return nil, fmt.Errorf("create hot segment %s: %w", path, err)
 	}
 	s := &segment{path: path, f: f, size: int64(len(segmentMagic)), uploaded: make(chan struct{})}
+	s.mem = append(make([]byte, 0, n.opts.RollBytes+int64(len(segmentMagic))), segmentMagic...)
 	n.mu.cur = s
 	return s, nil
 }

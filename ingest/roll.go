@@ -20,8 +20,11 @@ type segment struct {
 	f      *os.File
 	size   int64
 	frames []frameRef
-	timer  *time.Timer
-	due    bool // the roll age passed while no inflight slot was free
+	// mem is the file's bytes, kept until the upload so that a roll never
+	// reads its own file back: (MaxInflight+1) × RollBytes at most.
+	mem   []byte
+	timer *time.Timer
+	due   bool // the roll age passed while no inflight slot was free
 
 	// Set by upload before uploaded is closed.
 	uploaded  chan struct{}
@@ -66,11 +69,8 @@ func (s *segment) drop() {
 func (n *Node) upload(s *segment) {
 	defer close(s.uploaded)
 	n.opts.Hook("before-put")
-	data := make([]byte, s.size)
-	if _, err := s.f.ReadAt(data, 0); err != nil {
-		s.uploadErr = fmt.Errorf("read hot segment %s: %w", s.path, err)
-		return
-	}
+	data := s.mem
+	s.mem = nil // the encoded object replaces it; the file serves reads
 	frames, err := DecodeSegment(s.path, data)
 	if err != nil {
 		s.uploadErr = err

@@ -278,7 +278,10 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 }
 
 func startBenchNode(ctx context.Context, store tier.Store, nf nodeFlags, logger *slog.Logger) (*httpapi.Node, error) {
-	opts := nodeIngestOptions(nf)
+	opts, err := nodeIngestOptions(nf)
+	if err != nil {
+		return nil, err
+	}
 	return httpapi.StartNode(ctx, store, httpapi.Config{Ingest: opts, CacheBytes: *nf.cacheBytes, Logger: logger})
 }
 

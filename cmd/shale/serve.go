@@ -17,6 +17,7 @@ import (
 	"github.com/shalelog/shale/tier"
 	_ "github.com/shalelog/shale/tier/fs"
 	_ "github.com/shalelog/shale/tier/minio"
+	"github.com/shalelog/shale/tier/object"
 	_ "github.com/shalelog/shale/tier/s3"
 )
 
@@ -37,6 +38,7 @@ type nodeFlags struct {
 	hotBytes   *int64
 	maxBatch   *int64
 	storeWait  *time.Duration
+	compress   *string
 }
 
 func addNodeFlags(f flags, store string) nodeFlags {
@@ -49,6 +51,7 @@ func addNodeFlags(f flags, store string) nodeFlags {
 		inflight:   f.Int("max-inflight-rolls", 4, "rolled segments uploading or committing at once; more producers wait (back-pressure)"),
 		hotBytes:   f.Int64("hot-bytes", 256<<20, "bytes of committed hot segments kept locally for reads"),
 		maxBatch:   f.Int64("max-batch-bytes", 8<<20, "largest accepted produce batch, encoded"),
+		compress:   f.String("compression", "lz4", "Arrow buffer compression of new objects: lz4, zstd or none (none is readable by every Arrow reader, including those without codecs)"),
 		storeWait:  f.Duration("store-timeout", 30*time.Second, "how long a roll's upload and commit retry a failing store before its producers get an error"),
 	}
 }
@@ -56,6 +59,10 @@ func addNodeFlags(f flags, store string) nodeFlags {
 // start opens the store and starts a node. The returned cleanup closes the
 // node and the store and removes a temporary hot directory.
 func (nf nodeFlags) start(ctx context.Context, logger *slog.Logger) (*httpapi.Node, func() error, error) {
+	opts, err := nodeIngestOptions(nf)
+	if err != nil {
+		return nil, nil, err
+	}
 	store, err := tier.Open(ctx, *nf.store)
 	if err != nil {
 		return nil, nil, err
@@ -69,7 +76,6 @@ func (nf nodeFlags) start(ctx context.Context, logger *slog.Logger) (*httpapi.No
 		}
 		hot = tmp
 	}
-	opts := nodeIngestOptions(nf)
 	opts.Dir = hot
 	n, err := httpapi.StartNode(ctx, store, httpapi.Config{Ingest: opts, CacheBytes: *nf.cacheBytes, Logger: logger})
 	if err != nil {
@@ -89,11 +95,16 @@ func (nf nodeFlags) start(ctx context.Context, logger *slog.Logger) (*httpapi.No
 	}, nil
 }
 
-func nodeIngestOptions(nf nodeFlags) ingest.Options {
+func nodeIngestOptions(nf nodeFlags) (ingest.Options, error) {
+	c, err := object.ParseCompression(*nf.compress)
+	if err != nil {
+		return ingest.Options{}, fmt.Errorf("--compression: %w", err)
+	}
 	return ingest.Options{
 		Dir: *nf.hotDir, RollBytes: *nf.rollBytes, RollAge: *nf.rollAge, MaxInflight: *nf.inflight,
-		HotBytes: *nf.hotBytes, MaxBatchBytes: int(*nf.maxBatch), StoreTimeout: *nf.storeWait, Hook: crashHook(),
-	}
+		HotBytes: *nf.hotBytes, MaxBatchBytes: int(*nf.maxBatch), StoreTimeout: *nf.storeWait,
+		Compression: c, Hook: crashHook(),
+	}, nil
 }
 
 // crashHook reads SHALE_CRASH_AT=STAGE[:N], a testing aid: the process

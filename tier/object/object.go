@@ -138,6 +138,16 @@ func (c Compression) String() string {
 	return "Compression(" + strconv.Itoa(int(c)) + ")"
 }
 
+// ParseCompression parses "lz4", "zstd" or "none".
+func ParseCompression(s string) (Compression, error) {
+	for _, c := range []Compression{CompressionLZ4, CompressionZstd, CompressionNone} {
+		if s == c.String() {
+			return c, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown compression %q: want lz4, zstd or none", s)
+}
+
 // minSpaceSavings makes the writer store a compressed buffer raw unless
 // compression saves at least this fraction of it. Values that are already
 // compressed or encrypted then cost readers no decompression and take no

@@ -24,6 +24,7 @@ import (
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/config"
 	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
@@ -155,7 +156,10 @@ func (s *Store) put(ctx context.Context, op, key string, data []byte, cond func(
 	if cond != nil {
 		cond(in)
 	}
-	out, err := s.client.PutObject(ctx, in)
+	// Signing the payload's SHA-256 costs a hash pass over every object;
+	// shale checks its own bytes (CRC32C per Arrow batch, JSON that must
+	// parse), so the payload goes unsigned, as minio-go's does.
+	out, err := s.client.PutObject(ctx, in, awss3.WithAPIOptions(v4.SwapComputePayloadSHA256ForUnsignedPayloadMiddleware))
 	if err != nil {
 		return tier.Attrs{}, fmt.Errorf("%s %s: %w", op, key, mapErr(err))
 	}

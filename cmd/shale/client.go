@@ -289,6 +289,7 @@ func runConsume(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	emit := func(p int32, recs []object.Record) bool {
 		mu.Lock()
 		defer mu.Unlock()
+		defer w.Flush()
 		for i := range recs {
 			if *maxRecs > 0 && printed >= *maxRecs {
 				cancel()
@@ -303,7 +304,6 @@ func runConsume(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 			}
 			printed++
 		}
-		w.Flush()
 		if *maxRecs > 0 && printed >= *maxRecs {
 			cancel()
 			return false

@@ -237,6 +237,11 @@ func TestCLIRoundTrip(t *testing.T) {
 			if recs[1].ValueB64 == nil {
 				t.Fatalf("invalid UTF-8 value not given as value_b64: %+v", recs[1])
 			}
+			// --max stops in the middle of a read and still prints what it took.
+			out = mustCLI(t, nil, "", append([]string{"consume", "cli", "--partition", fmt.Sprint(acks[0].Partition), "--max", "3"}, at...)...)
+			if strings.Count(out, "\n") != 3 || !strings.HasPrefix(out, "first\n") {
+				t.Fatalf("consume --max 3: %q", out)
+			}
 			// Text output, a partition and an offset.
 			out = mustCLI(t, nil, "", append([]string{"consume", "cli", "--partition", fmt.Sprint(acks[0].Partition), "--offset", "2"}, at...)...)
 			if out != "third line with spaces\n\n" {
@@ -269,6 +274,26 @@ func TestCLIRoundTrip(t *testing.T) {
 			}
 			if _, errOut, code := cli(t, nil, "", append([]string{"topic", "create", "bad name"}, at...)...); code == 0 || !strings.Contains(errOut, "invalid topic") {
 				t.Fatalf("create bad name: exit %d, %q", code, errOut)
+			}
+			// --follow waits for new records, from another process.
+			follow := shaleCmd(context.Background(), nil, append([]string{"consume", "cli", "--partition", "1", "--offset", "0", "--follow", "--max", "2"}, at...)...)
+			var followOut, followErr bytes.Buffer
+			follow.Stdout, follow.Stderr = &followOut, &followErr
+			if err := follow.Start(); err != nil {
+				t.Fatal(err)
+			}
+			followed := make(chan error, 1)
+			go func() { followed <- follow.Wait() }()
+			time.Sleep(300 * time.Millisecond)
+			mustCLI(t, nil, "late-1\nlate-2\nlate-3\n", append([]string{"produce", "cli", "--partition", "1"}, at...)...)
+			select {
+			case err := <-followed:
+				if err != nil || followOut.String() != "late-1\nlate-2\n" {
+					t.Fatalf("consume --follow: %v, %q, stderr %q", err, followOut.String(), followErr.String())
+				}
+			case <-time.After(30 * time.Second):
+				follow.Process.Kill()
+				t.Fatal("consume --follow did not return the new records")
 			}
 			checkObjectsWithStockArrow(t, se.open(t))
 			mustCLI(t, nil, "", append([]string{"topic", "delete", "cli"}, at...)...)

@@ -277,6 +277,14 @@ func (s *segment) ack(r manifest.AppendResult) {
 	}
 }
 
+// Holds reports whether this node holds the committed segment that became
+// object key.
+func (n *Node) Holds(key string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.mu.hot[key] != nil
+}
+
 // HotRecords returns records of a partition's part of object key, from
 // offset_delta `from` on, while this node still holds the segment that
 // became that object. Offsets in the result are deltas; the caller adds the

@@ -26,6 +26,7 @@ var ErrOffsetOutOfRange = errors.New("offset out of range")
 // the object.
 type Hot interface {
 	HotRecords(key, topic string, partition int32, from int64, maxRecords, maxBytes int) ([]object.Record, bool, error)
+	Holds(key string) bool
 }
 
 // Merge reads partitions. It is safe for concurrent use.
@@ -39,11 +40,17 @@ type Merge struct {
 	fetch  chan struct{} // bounds concurrent store reads, and so their memory
 }
 
-// EntriesPerRead bounds the objects one read may touch. Reads return less
-// than their byte limit rather than sweep many objects: consumers of many
-// partitions then advance through the same few objects together, which
-// the cache can hold, instead of each sweeping a window larger than it.
-const EntriesPerRead = 4
+// EntriesPerRead bounds the entries one read looks at, and StoreEntriesPerRead
+// those of them it may take from the store (the rest come from hot
+// segments). Reads return less than their byte limit rather than sweep
+// many objects: consumers of many partitions then advance through the same
+// few objects together, which the cache can hold, instead of each sweeping
+// a window larger than it (a rolled object holds a small part of each of
+// many partitions).
+const (
+	EntriesPerRead      = 16
+	StoreEntriesPerRead = 1
+)
 
 // MaxFetches bounds a node's concurrent object reads.
 const MaxFetches = 16
@@ -100,14 +107,20 @@ func (m *Merge) Read(ctx context.Context, topic string, partition int32, offset 
 	if offset < start || offset > end {
 		return res, fmt.Errorf("%w: offset %d of %s/%d is outside [%d, %d]", ErrOffsetOutOfRange, offset, topic, partition, start, end)
 	}
-	next, bytes := offset, 0
+	next, bytes, stored := offset, 0, 0
 	for _, e := range entries {
 		if len(res.Records) >= maxRecords || (len(res.Records) > 0 && bytes >= maxBytes) {
 			break
 		}
-		recs, err := m.readEntry(ctx, topic, partition, &e, next-e.Base, maxRecords-len(res.Records), maxBytes-bytes)
+		if stored >= StoreEntriesPerRead && len(res.Records) > 0 && !m.isHot(e.Object) {
+			break
+		}
+		recs, hot, err := m.readEntry(ctx, topic, partition, &e, next-e.Base, maxRecords-len(res.Records), maxBytes-bytes)
 		if err != nil {
 			return res, err
+		}
+		if !hot {
+			stored++
 		}
 		for _, r := range recs {
 			r.Offset += e.Base
@@ -129,16 +142,24 @@ func (m *Merge) Read(ctx context.Context, topic string, partition int32, offset 
 
 // readEntry returns records of one entry from offset_delta from on, with
 // offsets as deltas.
-func (m *Merge) readEntry(ctx context.Context, topic string, partition int32, e *manifest.Entry, from int64, maxRecords, maxBytes int) ([]object.Record, error) {
+func (m *Merge) readEntry(ctx context.Context, topic string, partition int32, e *manifest.Entry, from int64, maxRecords, maxBytes int) (recs []object.Record, hot bool, err error) {
 	if m.hot != nil {
 		recs, ok, err := m.hot.HotRecords(e.Object, topic, partition, from, maxRecords, maxBytes)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if ok {
-			return recs, nil
+			return recs, true, nil
 		}
 	}
+	recs, err = m.storeEntry(ctx, e, from, maxRecords, maxBytes)
+	return recs, false, err
+}
+
+func (m *Merge) isHot(key string) bool { return m.hot != nil && m.hot.Holds(key) }
+
+// storeEntry reads an entry's records from its object.
+func (m *Merge) storeEntry(ctx context.Context, e *manifest.Entry, from int64, maxRecords, maxBytes int) ([]object.Record, error) {
 	var out []object.Record
 	bytes := 0
 	for _, b := range e.Batches {
@@ -251,7 +272,7 @@ func (m *Merge) OffsetForTime(ctx context.Context, topic string, partition int32
 		return off, err
 	}
 	e := entries[0]
-	recs, err := m.readEntry(ctx, topic, partition, &e, off-e.Base, int(e.Count), 1<<62)
+	recs, _, err := m.readEntry(ctx, topic, partition, &e, off-e.Base, int(e.Count), 1<<62)
 	if err != nil {
 		return 0, err
 	}

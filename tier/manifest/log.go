@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/shalelog/shale/tier"
 )
@@ -47,13 +48,15 @@ type Log struct {
 		state   *State
 		changed chan struct{} // closed when state advances
 	}
-	commitMu sync.Mutex // one commit attempt in flight per node
-	syncMu   sync.Mutex // one catch-up in flight per node
+	commitSem chan struct{} // one commit in flight per node
+	syncSem   chan struct{} // one catch-up in flight per node
 	// Syncs started and completed (by generation), so that concurrent
 	// Sync calls share one catch-up.
 	syncStarted, syncDone atomic.Int64
 	waiters               atomic.Int64
 	pages                 *lru.Cache[string, []Entry] // index pages read by this node
+
+	checkpointing atomic.Bool // a checkpoint upload is in flight
 
 	stop chan struct{}
 	done chan struct{}
@@ -76,7 +79,8 @@ func Open(ctx context.Context, store tier.Store, opts Options) (*Log, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	l := &Log{store: store, opts: opts, stop: make(chan struct{}), done: make(chan struct{}), pages: newPageCache()}
+	l := &Log{store: store, opts: opts, stop: make(chan struct{}), done: make(chan struct{}), pages: newPageCache(),
+		commitSem: make(chan struct{}, 1), syncSem: make(chan struct{}, 1)}
 	st, err := loadCheckpoint(ctx, store)
 	if err != nil {
 		return nil, err
@@ -150,8 +154,10 @@ func (l *Log) Changed() <-chan struct{} {
 // costs one GET; behind, records are read a few at a time in parallel.
 func (l *Log) Sync(ctx context.Context) error {
 	arrived := l.syncStarted.Load()
-	l.syncMu.Lock()
-	defer l.syncMu.Unlock()
+	if err := acquire(ctx, l.syncSem); err != nil {
+		return fmt.Errorf("read commit log: %w", err)
+	}
+	defer func() { <-l.syncSem }()
 	if l.syncDone.Load() > arrived {
 		return nil
 	}
@@ -267,9 +273,12 @@ func (l *Log) View(f func(*State)) {
 // write (or an error, which ends the commit). It returns the record as
 // written.
 func (l *Log) commit(ctx context.Context, build func(*State) ([]Op, error)) (*Record, error) {
-	l.commitMu.Lock()
-	defer l.commitMu.Unlock()
+	if err := acquire(ctx, l.commitSem); err != nil {
+		return nil, fmt.Errorf("commit: waiting for this node's previous commit: %w", err)
+	}
+	defer func() { <-l.commitSem }()
 	id := randomID()
+	b := backoff{}
 	for {
 		var (
 			ops []Op
@@ -300,77 +309,93 @@ func (l *Log) commit(ctx context.Context, build func(*State) ([]Op, error)) (*Re
 			l.maybeCheckpoint(seq)
 			return rec, nil
 		}
-		// Another node took seq: learn what it wrote and build again.
-		if err := l.Sync(ctx); err != nil {
-			return nil, err
+		// Another node took seq (put read its record there, so ours can
+		// never land at seq): learn what it wrote and build again. A store
+		// failing meanwhile is retried until ctx ends.
+		for {
+			err := l.Sync(ctx)
+			if err == nil {
+				break
+			}
+			if werr := b.wait(ctx); werr != nil {
+				return nil, fmt.Errorf("commit: catch up after losing %s: %w", LogKey(seq), err)
+			}
 		}
 	}
 }
 
-// put writes rec at its number and reports whether it won. A write whose
-// outcome is unknown (network failure) is resolved by reading the number
-// back: the record's random ID says whether what is there is ours.
+// put writes rec at its number and reports whether it won. Only reading
+// the number back decides: a write that failed (network error) may have
+// landed, and a conflict with nothing to read yet means a competing write
+// (ours or another node's) is still in flight. The record's random ID says
+// whose it is. put returns false only after reading another node's record
+// at rec.Seq, so a lost record can never land later.
 func (l *Log) put(ctx context.Context, rec *Record, data []byte) (bool, error) {
 	key := LogKey(rec.Seq)
-	backoff := 20 * time.Millisecond
+	b := backoff{}
 	for {
-		_, err := l.store.PutIfAbsent(ctx, key, data)
-		if err == nil {
+		_, putErr := l.store.PutIfAbsent(ctx, key, data)
+		if putErr == nil {
 			return true, nil
 		}
-		if errors.Is(err, tier.ErrConflict) {
-			// Our own earlier attempt may be the one that is there.
-			return l.isOurs(ctx, key, rec.ID)
-		}
-		putErr := err
 		for {
-			ours, err := l.isOurs(ctx, key, rec.ID)
-			if err == nil {
-				if ours {
-					return true, nil
-				}
-				if ok, _ := l.exists(ctx, key); ok {
-					return false, nil
-				}
-				break // nothing there: the put did not land; try it again
+			id, found, err := l.readID(ctx, key)
+			if err == nil && found {
+				return id == rec.ID, nil
 			}
-			select {
-			case <-ctx.Done():
-				return false, fmt.Errorf("commit %s: outcome unknown after %v: %w", key, putErr, ctx.Err())
-			case <-time.After(backoff):
+			if err == nil && !errors.Is(putErr, tier.ErrConflict) {
+				break // nothing there after a failed write: it did not land; write again
 			}
-			backoff = min(2*backoff, time.Second)
+			if err != nil {
+				putErr = err
+			}
+			if werr := b.wait(ctx); werr != nil {
+				return false, fmt.Errorf("commit %s: outcome unknown: %w", key, putErr)
+			}
 		}
-		select {
-		case <-ctx.Done():
+		if werr := b.wait(ctx); werr != nil {
 			return false, fmt.Errorf("commit %s: %w", key, putErr)
-		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, time.Second)
 	}
 }
 
-func (l *Log) isOurs(ctx context.Context, key, id string) (bool, error) {
+// readID returns the ID of the commit record at key, if there is one.
+func (l *Log) readID(ctx context.Context, key string) (id string, found bool, err error) {
 	data, _, err := l.store.Get(ctx, key, 0, -1)
 	if errors.Is(err, tier.ErrNotFound) {
-		return false, nil
+		return "", false, nil
 	}
 	if err != nil {
-		return false, err
+		return "", false, err
 	}
 	r, err := decodeRecord(key, data)
 	if err != nil {
-		return false, err
+		return "", false, err
 	}
-	return r.ID == id, nil
+	return r.ID, true, nil
 }
 
-func (l *Log) exists(ctx context.Context, key string) (bool, error) {
-	_, err := l.store.Head(ctx, key)
-	if errors.Is(err, tier.ErrNotFound) {
-		return false, nil
+// backoff waits increasingly long between retries, up to a second.
+type backoff struct{ d time.Duration }
+
+func (b *backoff) wait(ctx context.Context) error {
+	b.d = min(max(2*b.d, 20*time.Millisecond), time.Second)
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(b.d):
+		return nil
 	}
-	return err == nil, err
+}
+
+// acquire takes a one-slot semaphore, or gives up when ctx ends.
+func acquire(ctx context.Context, sem chan struct{}) error {
+	select {
+	case sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // maybeCheckpoint writes a checkpoint of the state at seq, in the
@@ -379,29 +404,28 @@ func (l *Log) exists(ctx context.Context, key string) (bool, error) {
 // pages are written first, the checkpoint that references them next, the
 // pointer to the checkpoint last.
 func (l *Log) maybeCheckpoint(seq int64) {
-	if seq%l.opts.CheckpointEvery != 0 {
-		return
+	if seq%l.opts.CheckpointEvery != 0 || !l.checkpointing.CompareAndSwap(false, true) {
+		return // not due, or the previous one is still being written: the next multiple will do
 	}
 	var (
 		snap  *State
 		pages []sealed
-		err   error
 	)
 	l.View(func(s *State) {
-		if s.Seq != seq {
-			err = errors.New("state moved on") // a later checkpoint will cover it
-			return
+		if s.Seq == seq {
+			snap, pages = snapshotSealed(s, l.opts.PageEntries)
 		}
-		snap, pages, err = snapshotSealed(s, l.opts.PageEntries)
 	})
-	if err != nil {
+	if snap == nil {
+		l.checkpointing.Store(false)
 		return
 	}
 	l.cpWG.Go(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer l.checkpointing.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
 		if err := l.writeCheckpoint(ctx, snap, pages); err != nil {
-			l.opts.Logger.Warn("write checkpoint", "seq", seq, "err", err)
+			l.opts.Logger.Error("write checkpoint: nodes will replay more of the log at start until one succeeds", "seq", seq, "err", err)
 			return
 		}
 		l.View(func(s *State) { trimSealed(s, pages) })
@@ -409,12 +433,24 @@ func (l *Log) maybeCheckpoint(seq int64) {
 }
 
 func (l *Log) writeCheckpoint(ctx context.Context, snap *State, pages []sealed) error {
+	// Page content is a function of the log, so a concurrent or repeated
+	// write of the same key writes the same bytes.
+	var g errgroup.Group
+	g.SetLimit(16)
 	for _, pg := range pages {
-		// Page content is a function of the log, so a concurrent or
-		// repeated write of the same key writes the same bytes.
-		if _, err := l.store.Put(ctx, pg.ref.Key, pg.data); err != nil {
-			return fmt.Errorf("write index page: %w", err)
-		}
+		g.Go(func() error {
+			data, err := json.Marshal(page{Version: FormatVersion, Entries: pg.entries})
+			if err != nil {
+				return err
+			}
+			if _, err := l.store.Put(ctx, pg.ref.Key, data); err != nil {
+				return fmt.Errorf("write index page: %w", err)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
 	}
 	data, err := json.Marshal(checkpoint{Version: FormatVersion, State: snap})
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/shalelog/shale/tier"
 	"github.com/shalelog/shale/tier/fs"
@@ -295,5 +296,83 @@ func TestIndexPagesBoundStartup(t *testing.T) {
 		if err != nil || got != tc.off {
 			t.Fatalf("FindTime(%d) = %d, %v; want %d", tc.ts, got, err, tc.off)
 		}
+	}
+}
+
+// inFlightStore makes the next conditional write slow to land while
+// reporting a network error, and a retry meanwhile see a conflict, as S3
+// answers 409 while a competing conditional write is in progress.
+type inFlightStore struct {
+	tier.Store
+	armed  atomic.Bool
+	calls  atomic.Int32
+	landed chan struct{}
+}
+
+func (s *inFlightStore) PutIfAbsent(ctx context.Context, key string, data []byte) (tier.Attrs, error) {
+	if !s.armed.Load() {
+		return s.Store.PutIfAbsent(ctx, key, data)
+	}
+	switch s.calls.Add(1) {
+	case 1:
+		go func() {
+			time.Sleep(60 * time.Millisecond)
+			s.Store.PutIfAbsent(context.Background(), key, data)
+			close(s.landed)
+		}()
+		return tier.Attrs{}, errNetwork
+	case 2:
+		return tier.Attrs{}, fmt.Errorf("put if absent %s: %w", key, tier.ErrConflict)
+	}
+	return s.Store.PutIfAbsent(ctx, key, data)
+}
+
+// TestInFlightCommitIsNotCommittedTwice: a commit whose first write is
+// still in flight when its retry conflicts must wait for the record to be
+// readable and find it is its own, not commit the same object again at the
+// next number.
+func TestInFlightCommitIsNotCommittedTwice(t *testing.T) {
+	ctx := context.Background()
+	s := &inFlightStore{Store: newStore(t), landed: make(chan struct{})}
+	l := openLog(t, s, Options{})
+	if _, err := l.CreateTopic(ctx, "t", 1, Retention{}); err != nil {
+		t.Fatal(err)
+	}
+	s.armed.Store(true)
+	res, err := l.Append(ctx, []PendingObject{pending("a", "t", 0)})
+	if err != nil || res[0].Base[0] != 0 {
+		t.Fatalf("append = %+v, %v; want base 0", res, err)
+	}
+	<-s.landed
+	fresh := openLog(t, s.Store, Options{})
+	_, end, entries, err := fresh.Locate(ctx, "t", 0, 0, 10)
+	if err != nil || end != 3 || len(entries) != 1 {
+		t.Fatalf("replayed: end %d, entries %+v, %v; want object a once", end, entries, err)
+	}
+}
+
+// TestTrimSealedChecksIncarnation: a page sealed for a topic that was then
+// deleted and re-created must not replace the new topic's entries.
+func TestTrimSealedChecksIncarnation(t *testing.T) {
+	entries := func(obj string, n int) []Entry {
+		var es []Entry
+		for i := range n {
+			es = append(es, Entry{Object: fmt.Sprint(obj, i), Base: int64(3 * i), Span: Span{Count: 3}})
+		}
+		return es
+	}
+	old := &State{Topics: map[string]*TopicState{"t": {Topic: Topic{Name: "t", ID: "old", Partitions: 1}, Parts: []*Partition{{Entries: entries("old-", 8)}}}}}
+	_, pages := snapshotSealed(old, 4)
+	if len(pages) != 1 {
+		t.Fatalf("sealed %d pages, want 1", len(pages))
+	}
+	recreated := &State{Topics: map[string]*TopicState{"t": {Topic: Topic{Name: "t", ID: "new", Partitions: 1}, Parts: []*Partition{{Entries: entries("new-", 8)}}}}}
+	trimSealed(recreated, pages)
+	if p := recreated.Topics["t"].Parts[0]; len(p.Pages) != 0 || len(p.Entries) != 8 {
+		t.Fatalf("the re-created topic was trimmed by the old one's page: %d pages, %d entries", len(p.Pages), len(p.Entries))
+	}
+	trimSealed(old, pages)
+	if p := old.Topics["t"].Parts[0]; len(p.Pages) != 1 || len(p.Entries) != 4 || p.Entries[0].Object != "old-4" {
+		t.Fatalf("the sealed topic was not trimmed: %+v", p)
 	}
 }

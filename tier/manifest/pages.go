@@ -52,18 +52,18 @@ func (l *Log) loadPage(ctx context.Context, key string) ([]Entry, error) {
 
 // sealed is one page cut from a partition's tail for a checkpoint.
 type sealed struct {
-	topic     string
-	partition int
-	ref       PageRef
-	data      []byte
+	topic, topicID string // the incarnation: a re-created topic is another index
+	partition      int
+	ref            PageRef
+	entries        []Entry
 }
 
 // snapshotSealed copies the state for a checkpoint, moving every full run
 // of pageEntries tail entries into new pages. It copies partition structs
 // and slice headers only: entries are never modified once applied, and the
 // live state only appends, so the copy stays valid after the lock is
-// released.
-func snapshotSealed(s *State, pageEntries int) (*State, []sealed, error) {
+// released and can be encoded without it.
+func snapshotSealed(s *State, pageEntries int) (*State, []sealed) {
 	cp := &State{Seq: s.Seq, Topics: make(map[string]*TopicState, len(s.Topics))}
 	var pages []sealed
 	for name, t := range s.Topics {
@@ -73,15 +73,11 @@ func snapshotSealed(s *State, pageEntries int) (*State, []sealed, error) {
 			c.Pages = slices.Clip(c.Pages)
 			for len(c.Entries) >= 2*pageEntries {
 				es := c.Entries[:pageEntries]
-				data, err := json.Marshal(page{Version: FormatVersion, Entries: es})
-				if err != nil {
-					return nil, nil, err
-				}
 				ref := PageRef{Key: pageKey(t.ID, i, es[0].Base), Base: es[0].Base, End: es[len(es)-1].End(), Entries: len(es)}
 				for _, e := range es {
 					ref.MaxTs = max(ref.MaxTs, e.MaxTs)
 				}
-				pages = append(pages, sealed{topic: name, partition: i, ref: ref, data: data})
+				pages = append(pages, sealed{topic: name, topicID: t.ID, partition: i, ref: ref, entries: es})
 				c.Pages = append(c.Pages, ref)
 				c.Entries = c.Entries[pageEntries:]
 			}
@@ -89,7 +85,7 @@ func snapshotSealed(s *State, pageEntries int) (*State, []sealed, error) {
 		}
 		cp.Topics[name] = ct
 	}
-	return cp, pages, nil
+	return cp, pages
 }
 
 // trimSealed drops from the live state the entries that now live in
@@ -97,7 +93,7 @@ func snapshotSealed(s *State, pageEntries int) (*State, []sealed, error) {
 func trimSealed(s *State, pages []sealed) {
 	for _, pg := range pages {
 		t, ok := s.Topics[pg.topic]
-		if !ok || pg.partition >= len(t.Parts) {
+		if !ok || t.ID != pg.topicID || pg.partition >= len(t.Parts) {
 			continue
 		}
 		p := t.Parts[pg.partition]

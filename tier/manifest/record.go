@@ -58,6 +58,9 @@ func decodeRecord(key string, data []byte) (*Record, error) {
 	if r.Version < 1 || r.Version > FormatVersion {
 		return nil, fmt.Errorf("decode commit record %s: format version %d not supported (this build reads up to %d)", key, r.Version, FormatVersion)
 	}
+	if LogKey(r.Seq) != key {
+		return nil, fmt.Errorf("decode commit record %s: it says it is number %d", key, r.Seq)
+	}
 	return &r, nil
 }
 

@@ -200,15 +200,22 @@ func (n *Node) write(ctx context.Context, fr frameRef, buf []byte) error {
 				return err
 			}
 		}
-		if s.size+int64(len(buf)) <= n.opts.RollBytes || len(s.frames) == 0 {
+		// A segment holds one incarnation of each partition: records for a
+		// topic that was deleted and re-created while they were in flight
+		// go to the next segment, so an object never has two parts for one
+		// partition.
+		id, seen := s.ids[partKey{fr.topic, fr.partition}]
+		fits := s.size+int64(len(buf)) <= n.opts.RollBytes || len(s.frames) == 0
+		if fits && (!seen || id == fr.topicID) {
 			fr.off, fr.len = s.size, len(buf)
-			s.mem = append(s.mem, buf...)
 			if _, err := s.f.WriteAt(buf, s.size); err != nil {
 				n.mu.Unlock()
 				return fmt.Errorf("write hot segment %s: %w", s.path, err)
 			}
+			s.mem = append(s.mem, buf...)
 			s.size += int64(len(buf))
 			s.frames = append(s.frames, fr)
+			s.ids[partKey{fr.topic, fr.partition}] = fr.topicID
 			if len(s.frames) == 1 {
 				s.timer = time.AfterFunc(n.opts.RollAge, func() { n.rollDue(s) })
 			}
@@ -243,8 +250,8 @@ func (n *Node) newSegmentLocked() (*segment, error) {
 		f.Close()
 		return nil, fmt.Errorf("create hot segment %s: %w", path, err)
 	}
-	s := &segment{path: path, f: f, size: int64(len(segmentMagic)), uploaded: make(chan struct{})}
-	s.mem = append(make([]byte, 0, n.opts.RollBytes+int64(len(segmentMagic))), segmentMagic...)
+	s := &segment{path: path, f: f, size: int64(len(segmentMagic)), uploaded: make(chan struct{}), ids: map[partKey]string{}}
+	s.mem = append(make([]byte, 0, min(n.opts.RollBytes, 1<<20)), segmentMagic...)
 	n.mu.cur = s
 	return s, nil
 }
@@ -277,22 +284,20 @@ func (n *Node) rollDue(s *segment) {
 // directory. It is idempotent.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
-		for {
-			n.mu.Lock()
-			if n.mu.cur == nil || len(n.mu.cur.frames) == 0 || n.sealLocked() {
-				n.mu.closed = true
-				if n.mu.cur != nil {
-					n.mu.cur.drop()
-					n.mu.cur = nil
-				}
-				close(n.pending)
-				n.mu.Unlock()
-				break
-			}
+		n.mu.Lock()
+		n.mu.closed = true // new appends fail from here on
+		for n.mu.cur != nil && len(n.mu.cur.frames) > 0 && !n.sealLocked() {
 			space := n.mu.space
 			n.mu.Unlock()
 			<-space
+			n.mu.Lock()
 		}
+		if n.mu.cur != nil {
+			n.mu.cur.drop()
+			n.mu.cur = nil
+		}
+		close(n.pending)
+		n.mu.Unlock()
 		<-n.committed
 		n.mu.Lock()
 		for _, s := range n.mu.hotOrder {

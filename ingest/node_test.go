@@ -237,3 +237,47 @@ func TestCloseCommitsAcceptedAppends(t *testing.T) {
 		t.Fatalf("end = %d, want 1", end)
 	}
 }
+
+// TestRecreatedTopicInOneRoll: records for a topic that is deleted and
+// re-created while they wait for their roll fail with ErrUnknownTopic; the
+// new incarnation's records in the same window commit, and nothing else in
+// the roll is affected.
+func TestRecreatedTopicInOneRoll(t *testing.T) {
+	ctx := context.Background()
+	n, l := newNode(t, newStore(t), Options{RollAge: 300 * time.Millisecond})
+	for _, name := range []string{"t", "other"} {
+		if _, err := l.CreateTopic(ctx, name, 1, manifest.Retention{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type res struct {
+		base int64
+		err  error
+	}
+	async := func(topic string) chan res {
+		c := make(chan res, 1)
+		go func() {
+			b, err := n.Append(ctx, topic, 0, []object.Record{{Value: []byte(topic)}})
+			c <- res{b, err}
+		}()
+		return c
+	}
+	first, other := async("t"), async("other")
+	time.Sleep(50 * time.Millisecond)
+	if err := l.DeleteTopic(ctx, "t"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.CreateTopic(ctx, "t", 1, manifest.Retention{}); err != nil {
+		t.Fatal(err)
+	}
+	second := async("t")
+	if r := <-first; !errors.Is(r.err, manifest.ErrUnknownTopic) {
+		t.Fatalf("append to the deleted incarnation: %+v, want ErrUnknownTopic", r)
+	}
+	if r := <-second; r.err != nil || r.base != 0 {
+		t.Fatalf("append to the new incarnation: %+v", r)
+	}
+	if r := <-other; r.err != nil || r.base != 0 {
+		t.Fatalf("append to an unrelated topic in the same roll: %+v", r)
+	}
+}

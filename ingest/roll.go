@@ -20,6 +20,7 @@ type segment struct {
 	f      *os.File
 	size   int64
 	frames []frameRef
+	ids    map[partKey]string // topic incarnation of each partition in the segment
 	// mem is the file's bytes, kept until the upload so that a roll never
 	// reads its own file back: (MaxInflight+1) × RollBytes at most.
 	mem   []byte
@@ -36,6 +37,10 @@ type segment struct {
 	parts  map[partKey][]int // frame indexes of each partition, in order
 	closed bool
 }
+
+// maxHotSegments bounds the committed segments a node holds (and so its
+// open files) when rolls are small.
+const maxHotSegments = 256
 
 type partKey struct {
 	topic     string
@@ -72,6 +77,9 @@ func (n *Node) upload(s *segment) {
 	data := s.mem
 	s.mem = nil // the encoded object replaces it; the file serves reads
 	frames, err := DecodeSegment(s.path, data)
+	if err == nil && len(frames) != len(s.frames) {
+		err = fmt.Errorf("hot segment %s holds %d frames, %d were appended", s.path, len(frames), len(s.frames))
+	}
 	if err != nil {
 		s.uploadErr = err
 		return
@@ -100,7 +108,7 @@ func (n *Node) upload(s *segment) {
 	}
 	body, idx, err := object.Encode(parts, n.opts.Compression)
 	if err != nil {
-		s.uploadErr = fmt.Errorf("encode object: %w", err)
+		s.uploadErr = err
 		return
 	}
 	key := n.objectKey()
@@ -235,7 +243,8 @@ func (n *Node) commit(group []*segment) {
 		n.mu.hotOrder = append(n.mu.hotOrder, s)
 		n.mu.hotBytes += s.size
 	}
-	for n.mu.hotBytes > n.opts.HotBytes && len(n.mu.hotOrder) > 0 {
+	// Bounded by bytes and by count: each held segment keeps a file open.
+	for len(n.mu.hotOrder) > 0 && (n.mu.hotBytes > n.opts.HotBytes || len(n.mu.hotOrder) > maxHotSegments) {
 		old := n.mu.hotOrder[0]
 		n.mu.hotOrder = n.mu.hotOrder[1:]
 		delete(n.mu.hot, old.obj.Key)

@@ -88,6 +88,9 @@ func (c *Cache) Add(k Key, data []byte) {
 	}
 }
 
+// Cap is the cache's bound in bytes.
+func (c *Cache) Cap() int64 { return c.max }
+
 // Stats returns the current counters.
 func (c *Cache) Stats() Stats {
 	c.mu.Lock()

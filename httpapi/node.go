@@ -81,8 +81,12 @@ func (n *Node) Listen(addr string) (string, error) {
 func (n *Node) Close() error {
 	var errs []error
 	if n.http != nil {
+		// Produces in flight finish (their commits take at most the store
+		// timeout); long-polls still waiting after the grace period are cut.
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		errs = append(errs, n.http.Shutdown(ctx))
+		if err := n.http.Shutdown(ctx); err != nil {
+			n.http.Close()
+		}
 		cancel()
 	}
 	errs = append(errs, n.Ingest.Close(), n.Log.Close())

@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"mime"
 	"net/http"
 	"strconv"
 	"sync"
@@ -41,6 +42,9 @@ type Server struct {
 	Cache   *cache.Cache
 	Logger  *slog.Logger
 	MaxBody int64 // largest request body; default 16 MiB
+	// StoreTimeout bounds the store work of one control request, the wait
+	// for buffer space and the reading of a produce body; default 30s.
+	StoreTimeout time.Duration
 	// MaxInflight bounds the bytes of produce requests being read or
 	// waiting for their commit; more wait (back-pressure). Default 256 MiB.
 	MaxInflight int64
@@ -58,6 +62,9 @@ func (s *Server) Handler() http.Handler {
 	}
 	if s.MaxInflight <= 0 {
 		s.MaxInflight = 256 << 20
+	}
+	if s.StoreTimeout <= 0 {
+		s.StoreTimeout = 30 * time.Second
 	}
 	s.inflight = semaphore.NewWeighted(max(s.MaxInflight, s.MaxBody))
 	mux := http.NewServeMux()
@@ -99,8 +106,11 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		status = http.StatusRequestEntityTooLarge
 	case errors.Is(err, reader.ErrOffsetOutOfRange):
 		status = http.StatusRequestedRangeNotSatisfiable
-	case errors.Is(err, ingest.ErrBackpressure), errors.Is(err, ingest.ErrStore), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, ingest.ErrBackpressure), errors.Is(err, ingest.ErrStore), errors.Is(err, ingest.ErrClosed),
+		errors.Is(err, errUnavailable), errors.Is(err, context.DeadlineExceeded):
 		status = http.StatusServiceUnavailable
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		return // the client went away; nobody reads the answer
 	}
 	if status == http.StatusInternalServerError {
 		s.Logger.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
@@ -108,7 +118,25 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	writeJSON(w, status, Error{Error: err.Error()})
 }
 
-var errBadRequest = errors.New("bad request")
+var (
+	errBadRequest  = errors.New("bad request")
+	errUnavailable = errors.New("store unavailable")
+)
+
+// bounded is the request's context, bounded by the store timeout.
+func (s *Server) bounded(r *http.Request) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(r.Context(), s.StoreTimeout)
+}
+
+// sync brings the node's view of the log up to date.
+func (s *Server) sync(r *http.Request) error {
+	ctx, cancel := s.bounded(r)
+	defer cancel()
+	if err := s.Log.Sync(ctx); err != nil {
+		return fmt.Errorf("%w: read commit log: %w", errUnavailable, err)
+	}
+	return nil
+}
 
 func badRequest(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", errBadRequest, fmt.Sprintf(format, args...))
@@ -142,7 +170,9 @@ func (s *Server) createTopic(w http.ResponseWriter, r *http.Request) {
 	if ret.Bytes == 0 {
 		ret.Bytes = -1
 	}
-	t, err := s.Log.CreateTopic(r.Context(), req.Name, req.Partitions, ret)
+	ctx, cancel := s.bounded(r)
+	defer cancel()
+	t, err := s.Log.CreateTopic(ctx, req.Name, req.Partitions, ret)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -151,7 +181,7 @@ func (s *Server) createTopic(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listTopics(w http.ResponseWriter, r *http.Request) {
-	if err := s.Log.Sync(r.Context()); err != nil {
+	if err := s.sync(r); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -165,7 +195,7 @@ type TopicDescription struct {
 }
 
 func (s *Server) describeTopic(w http.ResponseWriter, r *http.Request) {
-	if err := s.Log.Sync(r.Context()); err != nil {
+	if err := s.sync(r); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -178,7 +208,9 @@ func (s *Server) describeTopic(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) deleteTopic(w http.ResponseWriter, r *http.Request) {
-	if err := s.Log.DeleteTopic(r.Context(), r.PathValue("topic")); err != nil {
+	ctx, cancel := s.bounded(r)
+	defer cancel()
+	if err := s.Log.DeleteTopic(ctx, r.PathValue("topic")); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -209,7 +241,7 @@ func (s *Server) produce(w http.ResponseWriter, r *http.Request) {
 	topic := r.PathValue("topic")
 	t, ok := s.Log.Topic(topic)
 	if !ok {
-		if err := s.Log.Sync(r.Context()); err != nil {
+		if err := s.sync(r); err != nil {
 			s.fail(w, r, err)
 			return
 		}
@@ -233,19 +265,28 @@ func (s *Server) produce(w http.ResponseWriter, r *http.Request) {
 	if r.ContentLength >= 0 {
 		want = min(r.ContentLength, s.MaxBody)
 	}
-	if err := s.inflight.Acquire(r.Context(), want); err != nil {
+	actx, cancel := s.bounded(r)
+	err := s.inflight.Acquire(actx, want)
+	cancel()
+	if err != nil {
 		s.fail(w, r, fmt.Errorf("%w: waiting for buffer space: %v", ingest.ErrBackpressure, err))
 		return
 	}
 	defer s.inflight.Release(want)
+	// A client that trickles its body must not hold buffer space forever.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.StoreTimeout))
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.MaxBody))
 	if err != nil {
+		var mbe *http.MaxBytesError
+		if !errors.As(err, &mbe) {
+			err = badRequest("read body: %v", err)
+		}
 		s.fail(w, r, err)
 		return
 	}
 	var recs []object.Record
 	var parts []int32 // per record, -1 when not given
-	if r.Header.Get("Content-Type") == "application/json" {
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt == "application/json" {
 		recs, parts, err = decodeJSONRecords(body)
 	} else {
 		recs, err = object.DecodeRecords(body)
@@ -339,7 +380,7 @@ func (s *Server) offsetForTime(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if err := s.Log.Sync(r.Context()); err != nil {
+	if err := s.sync(r); err != nil {
 		s.fail(w, r, err)
 		return
 	}

@@ -52,6 +52,9 @@ const (
 	StoreEntriesPerRead = 1
 )
 
+// fetchTimeout bounds a shared whole-object fetch.
+const fetchTimeout = time.Minute
+
 // MaxFetches bounds a node's concurrent object reads.
 const MaxFetches = 16
 
@@ -207,28 +210,38 @@ func (m *Merge) batchBytes(ctx context.Context, e *manifest.Entry, b object.Batc
 	if data, ok := m.cache.Get(whole); ok && int64(len(data)) >= b.Off+b.Len {
 		return data[b.Off : b.Off+b.Len], nil
 	}
-	if e.ObjectSize > 0 && e.ObjectSize <= WholeObjectBytes {
-		// Concurrent readers of one object share one GET.
-		v, err, _ := m.flight.Do(e.Object, func() (any, error) {
+	if e.ObjectSize > 0 && e.ObjectSize <= WholeObjectBytes && e.ObjectSize <= m.cache.Cap()/4 {
+		// Concurrent readers of one object share one GET. It runs detached
+		// from the first caller's context (bounded by its own timeout), so
+		// one client going away does not fail the others.
+		ch := m.flight.DoChan(e.Object, func() (any, error) {
 			if data, ok := m.cache.Get(whole); ok {
 				return data, nil
 			}
-			release, err := m.acquire(ctx)
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), fetchTimeout)
+			defer cancel()
+			release, err := m.acquire(fctx)
 			if err != nil {
 				return nil, err
 			}
 			defer release()
-			data, _, err := m.store.Get(ctx, e.Object, 0, -1)
+			data, _, err := m.store.Get(fctx, e.Object, 0, -1)
 			if err != nil {
 				return nil, fmt.Errorf("read object %s: %w", e.Object, err)
 			}
 			m.cache.Add(whole, data)
 			return data, nil
 		})
-		if err != nil {
-			return nil, err
+		var res singleflight.Result
+		select {
+		case res = <-ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		}
-		data := v.([]byte)
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		data := res.Val.([]byte)
 		if int64(len(data)) < b.Off+b.Len {
 			return nil, &object.CorruptError{Key: e.Object, Offset: int64(len(data)), Err: fmt.Errorf("object is %d bytes, batch ends at %d", len(data), b.Off+b.Len)}
 		}
@@ -264,6 +277,13 @@ func (m *Merge) acquire(ctx context.Context) (func(), error) {
 // after ts (milliseconds), or the partition's end offset if there is none.
 func (m *Merge) OffsetForTime(ctx context.Context, topic string, partition int32, ts int64) (int64, error) {
 	off, err := m.log.FindTime(ctx, topic, partition, ts)
+	if errors.Is(err, manifest.ErrUnknownTopic) || errors.Is(err, manifest.ErrUnknownPartition) {
+		// Perhaps created on another node since this one last looked.
+		if err := m.log.Sync(ctx); err != nil {
+			return 0, err
+		}
+		off, err = m.log.FindTime(ctx, topic, partition, ts)
+	}
 	if err != nil {
 		return 0, err
 	}

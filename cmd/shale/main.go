@@ -72,9 +72,14 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 }
 
 // flags is a FlagSet whose defaults come from SHALE_* environment
-// variables.
+// variables. A variable that does not parse is an error, reported by parse.
 type flags struct {
 	*flag.FlagSet
+	envErrs *[]error
+}
+
+func (f flags) envErr(name, v string, err error) {
+	*f.envErrs = append(*f.envErrs, fmt.Errorf("%s=%q: %w", envName(name), v, err))
 }
 
 func newFlags(name, synopsis string, stderr io.Writer) flags {
@@ -84,7 +89,7 @@ func newFlags(name, synopsis string, stderr io.Writer) flags {
 		fmt.Fprintf(stderr, "Usage: shale %s\n\nFlags (each also settable as SHALE_<FLAG>):\n", synopsis)
 		fs.PrintDefaults()
 	}
-	return flags{fs}
+	return flags{FlagSet: fs, envErrs: new([]error)}
 }
 
 func envName(flagName string) string {
@@ -100,9 +105,11 @@ func (f flags) String(name, def, help string) *string {
 
 func (f flags) Int64(name string, def int64, help string) *int64 {
 	if v, ok := os.LookupEnv(envName(name)); ok {
-		if n, err := parseSize(v); err == nil {
-			def = n
+		n, err := parseSize(v)
+		if err != nil {
+			f.envErr(name, v, err)
 		}
+		def = n
 	}
 	p := new(int64)
 	*p = def
@@ -116,27 +123,33 @@ func (f flags) Int64(name string, def int64, help string) *int64 {
 
 func (f flags) Int(name string, def int, help string) *int {
 	if v, ok := os.LookupEnv(envName(name)); ok {
-		if n, err := strconv.Atoi(v); err == nil {
-			def = n
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			f.envErr(name, v, err)
 		}
+		def = n
 	}
 	return f.FlagSet.Int(name, def, help)
 }
 
 func (f flags) Duration(name string, def time.Duration, help string) *time.Duration {
 	if v, ok := os.LookupEnv(envName(name)); ok {
-		if d, err := time.ParseDuration(v); err == nil {
-			def = d
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			f.envErr(name, v, err)
 		}
+		def = d
 	}
 	return f.FlagSet.Duration(name, def, help)
 }
 
 func (f flags) Bool(name string, def bool, help string) *bool {
 	if v, ok := os.LookupEnv(envName(name)); ok {
-		if b, err := strconv.ParseBool(v); err == nil {
-			def = b
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			f.envErr(name, v, err)
 		}
+		def = b
 	}
 	return f.FlagSet.Bool(name, def, help)
 }
@@ -144,6 +157,9 @@ func (f flags) Bool(name string, def bool, help string) *bool {
 // parse parses args, allowing flags after positional arguments
 // ("produce TOPIC --key k" as well as "produce --key k TOPIC").
 func (f flags) parse(args []string) ([]string, error) {
+	if err := errors.Join(*f.envErrs...); err != nil {
+		return nil, err
+	}
 	var pos []string
 	for {
 		if err := f.Parse(args); err != nil {

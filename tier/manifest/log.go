@@ -328,33 +328,23 @@ func (l *Log) commit(ctx context.Context, build func(*State) ([]Op, error)) (*Re
 // the number back decides: a write that failed (network error) may have
 // landed, and a conflict with nothing to read yet means a competing write
 // (ours or another node's) is still in flight. The record's random ID says
-// whose it is. put returns false only after reading another node's record
-// at rec.Seq, so a lost record can never land later.
+// whose it is; with nothing there yet, writing again is safe, since every
+// attempt writes the same record. put returns false only after reading
+// another node's record at rec.Seq, so a lost record can never land later.
 func (l *Log) put(ctx context.Context, rec *Record, data []byte) (bool, error) {
 	key := LogKey(rec.Seq)
 	b := backoff{}
 	for {
-		_, putErr := l.store.PutIfAbsent(ctx, key, data)
-		if putErr == nil {
+		_, err := l.store.PutIfAbsent(ctx, key, data)
+		if err == nil {
 			return true, nil
 		}
-		for {
-			id, found, err := l.readID(ctx, key)
-			if err == nil && found {
-				return id == rec.ID, nil
-			}
-			if err == nil && !errors.Is(putErr, tier.ErrConflict) {
-				break // nothing there after a failed write: it did not land; write again
-			}
-			if err != nil {
-				putErr = err
-			}
-			if werr := b.wait(ctx); werr != nil {
-				return false, fmt.Errorf("commit %s: outcome unknown: %w", key, putErr)
-			}
+		id, found, rerr := l.readID(ctx, key)
+		if rerr == nil && found {
+			return id == rec.ID, nil
 		}
 		if werr := b.wait(ctx); werr != nil {
-			return false, fmt.Errorf("commit %s: %w", key, putErr)
+			return false, fmt.Errorf("commit %s: outcome unknown: %w", key, errors.Join(err, rerr))
 		}
 	}
 }

@@ -376,3 +376,61 @@ func TestTrimSealedChecksIncarnation(t *testing.T) {
 		t.Fatalf("the sealed topic was not trimmed: %+v", p)
 	}
 }
+
+// countingBytesStore counts GETs and bytes read.
+type countingBytesStore struct {
+	tier.Store
+	gets, bytes atomic.Int64
+}
+
+func (c *countingBytesStore) Get(ctx context.Context, key string, off, n int64) ([]byte, tier.Attrs, error) {
+	d, a, err := c.Store.Get(ctx, key, off, n)
+	c.gets.Add(1)
+	c.bytes.Add(int64(len(d)))
+	return d, a, err
+}
+
+// TestOpenCostIndependentOfHistory: a node opening a bucket whose
+// partition has 200,000 committed objects makes the same requests as one
+// with 10 (pointer, checkpoint, one log probe) and reads a checkpoint that
+// grows by one page reference per 1024 objects, not by the objects.
+func TestOpenCostIndependentOfHistory(t *testing.T) {
+	ctx := context.Background()
+	open := func(objects int) (gets, bytes int64) {
+		s := newStore(t)
+		st := newState()
+		st.Seq = 1
+		p := &Partition{}
+		for i := range objects {
+			p.Entries = append(p.Entries, Entry{Object: fmt.Sprintf("data/%013d-n-%016x.arrow", i, i), ObjectSize: 16 << 20, Base: int64(i) * 100,
+				Span: Span{Count: 100, MinTs: int64(i), MaxTs: int64(i), Bytes: 1 << 20, Batches: Batches{{Rows: 100, Off: 4096, Len: 1 << 20, CRC: 1}}}})
+		}
+		p.End = int64(objects) * 100
+		st.Topics["t"] = &TopicState{Topic: Topic{Name: "t", ID: "id", Partitions: 1}, Parts: []*Partition{p}}
+		w := &Log{store: s, opts: Options{PageEntries: 1024}}
+		snap, pages := snapshotSealed(st, 1024)
+		if err := w.writeCheckpoint(ctx, snap, pages); err != nil {
+			t.Fatal(err)
+		}
+		cs := &countingBytesStore{Store: s}
+		l := openLog(t, cs, Options{})
+		// And a read deep in history still finds its object (one page GET).
+		_, _, es, err := l.Locate(ctx, "t", 0, 5*100, 1)
+		if err != nil || len(es) != 1 || es[0].Base != 500 {
+			t.Fatalf("locate offset 500 among %d objects: %+v %v", objects, es, err)
+		}
+		return cs.gets.Load(), cs.bytes.Load()
+	}
+	smallGets, smallBytes := open(10)
+	bigGets, bigBytes := open(200_000)
+	t.Logf("open + one deep read: 10 objects: %d GETs, %d bytes; 200000 objects: %d GETs, %d bytes", smallGets, smallBytes, bigGets, bigBytes)
+	if bigGets != smallGets+1 { // the deep read's page
+		t.Fatalf("GETs: %d for 200000 objects, %d for 10", bigGets, smallGets)
+	}
+	// The big open reads 195 page references, a tail of fewer than 2048
+	// entries (a constant: the checkpoint keeps at most two pages' worth
+	// unsealed) and the one page the deep read needs.
+	if bigBytes > smallBytes+3*1024*300+200*200 {
+		t.Fatalf("read %d bytes for 200000 objects, %d for 10", bigBytes, smallBytes)
+	}
+}

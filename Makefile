@@ -29,12 +29,15 @@ $(MINIO):
 test: minio
 	SHALE_MINIO_BIN=$(MINIO) $(GO) test $(TESTFLAGS) ./...
 
-# Short fuzz runs of every decoder of outside bytes.
+# Short fuzz runs of every decoder of outside bytes (FUZZTIME=5m for more).
+# The seed corpora also run in `make test`.
+FUZZTIME ?= 20s
+FUZZ = $(GO) test -run '^$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1x
 fuzz:
-	$(GO) test ./tier/object -run '^$$' -fuzz FuzzDecodeRecords -fuzztime 20s
-	$(GO) test ./tier/object -run '^$$' -fuzz FuzzDecodeBatch -fuzztime 20s
-	$(GO) test ./tier/object -run '^$$' -fuzz 'FuzzDecode$$' -fuzztime 20s
-	$(GO) test ./ingest -run '^$$' -fuzz FuzzDecodeSegment -fuzztime 20s
+	$(FUZZ) -fuzz FuzzDecodeRecords ./tier/object
+	$(FUZZ) -fuzz FuzzDecodeBatch ./tier/object
+	$(FUZZ) -fuzz 'FuzzDecode$$' ./tier/object
+	$(FUZZ) -fuzz FuzzDecodeSegment ./ingest
 
 # Benchmarks against a real MinIO on loopback, beside its raw PUT/GET ceiling.
 bench: minio

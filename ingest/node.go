@@ -89,6 +89,7 @@ type Node struct {
 	mu struct {
 		sync.Mutex
 		cur      *segment
+		lastSize int64 // of the last sealed segment
 		seq      int
 		inflight int           // sealed segments not yet committed
 		space    chan struct{} // closed when an inflight slot frees
@@ -251,7 +252,9 @@ func (n *Node) newSegmentLocked() (*segment, error) {
 		return nil, fmt.Errorf("create hot segment %s: %w", path, err)
 	}
 	s := &segment{path: path, f: f, size: int64(len(segmentMagic)), uploaded: make(chan struct{}), ids: map[partKey]string{}}
-	s.mem = append(make([]byte, 0, min(n.opts.RollBytes, 1<<20)), segmentMagic...)
+	// Size the buffer like the previous segment: full rolls under load
+	// (no regrowth copies), small ones when rolls are age-triggered.
+	s.mem = append(make([]byte, 0, min(n.opts.RollBytes+int64(len(segmentMagic)), 2*n.mu.lastSize+64<<10)), segmentMagic...)
 	n.mu.cur = s
 	return s, nil
 }
@@ -264,6 +267,7 @@ func (n *Node) sealLocked() bool {
 		return false
 	}
 	n.mu.inflight++
+	n.mu.lastSize = s.size
 	n.mu.cur = nil
 	s.timer.Stop()
 	go n.upload(s)

@@ -99,7 +99,7 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	f := newFlags("bench", "bench [--store URL] [flags]", stderr)
 	nf := addNodeFlags(f, "")
 	partitions := f.Int("partitions", 8, "partitions of the benchmark topic")
-	producers := f.Int("producers", 512, "concurrent producers (each waits for its acknowledgement, like a client with one request in flight)")
+	producers := f.Int("producers", 1536, "concurrent producers, each with one request in flight; to saturate, producers × batch × value-bytes must exceed (max-inflight-rolls + 1) × roll-bytes")
 	batch := f.Int("batch", 128, "records per produce request")
 	valueBytes := f.Int("value-bytes", 1024, "bytes per record value")
 	duration := f.Duration("duration", 10*time.Second, "length of the saturated produce phase")

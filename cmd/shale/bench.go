@@ -206,35 +206,47 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	start := time.Now()
 	var readBytes atomic.Int64
 	var wg sync.WaitGroup
-	// Like a consumer group catching up: a few members, each fetching up
-	// to 1 MiB per partition per round from every partition it owns (as a
-	// Kafka fetch request does), so partitions advance together.
+	// Like a consumer group replaying history: a few members, each owning
+	// some partitions and always reading next from the one furthest behind
+	// in time (up to 1 MiB, as a Kafka fetch does per partition). Partitions
+	// then move through the objects together, which the cache can hold.
 	members := min(*partitions, 8)
 	errs := make([]error, members)
 	for m := range members {
 		wg.Go(func() {
-			next := map[int]int64{}
-			for p := m; p < *partitions; p += members {
-				next[p] = 0
+			type cursor struct {
+				p    int32
+				next int64
+				ts   int64 // timestamp of the last record read
 			}
-			for len(next) > 0 {
-				for p, off := range next {
-					r, err := cold.Reader.Read(ctx, topic, int32(p), off, 10000, 1<<20, 0)
-					if err != nil {
-						errs[m] = err
-						return
+			var cs []*cursor
+			for p := m; p < *partitions; p += members {
+				cs = append(cs, &cursor{p: int32(p)})
+			}
+			for len(cs) > 0 {
+				i := 0
+				for j, c := range cs {
+					if c.ts < cs[i].ts {
+						i = j
 					}
-					if len(r.Records) == 0 {
-						delete(next, p)
-						continue
-					}
-					var n int64
-					for i := range r.Records {
-						n += int64(len(r.Records[i].Value) + len(r.Records[i].Key))
-					}
-					readBytes.Add(n)
-					next[p] = r.Records[len(r.Records)-1].Offset + 1
 				}
+				c := cs[i]
+				r, err := cold.Reader.Read(ctx, topic, c.p, c.next, 10000, 1<<20, 0)
+				if err != nil {
+					errs[m] = err
+					return
+				}
+				if len(r.Records) == 0 {
+					cs = append(cs[:i], cs[i+1:]...)
+					continue
+				}
+				var n int64
+				for i := range r.Records {
+					n += int64(len(r.Records[i].Value) + len(r.Records[i].Key))
+				}
+				readBytes.Add(n)
+				last := r.Records[len(r.Records)-1]
+				c.next, c.ts = last.Offset+1, last.Timestamp
 			}
 		})
 	}

@@ -206,50 +206,52 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	start := time.Now()
 	var readBytes atomic.Int64
 	var wg sync.WaitGroup
-	// Like a consumer group replaying history: a few members, each owning
-	// some partitions and always reading next from the one furthest behind
-	// in time (up to 1 MiB, as a Kafka fetch does per partition). Partitions
-	// then move through the objects together, which the cache can hold.
-	members := min(*partitions, 8)
-	errs := make([]error, members)
-	for m := range members {
-		wg.Go(func() {
-			type cursor struct {
-				p    int32
-				next int64
-				ts   int64 // timestamp of the last record read
-			}
-			var cs []*cursor
-			for p := m; p < *partitions; p += members {
-				cs = append(cs, &cursor{p: int32(p)})
-			}
-			for len(cs) > 0 {
-				i := 0
-				for j, c := range cs {
-					if c.ts < cs[i].ts {
-						i = j
-					}
-				}
-				c := cs[i]
-				r, err := cold.Reader.Read(ctx, topic, c.p, c.next, 10000, 1<<20, 0)
-				if err != nil {
-					errs[m] = err
-					return
-				}
-				if len(r.Records) == 0 {
-					cs = append(cs[:i], cs[i+1:]...)
-					continue
-				}
-				var n int64
-				for i := range r.Records {
-					n += int64(len(r.Records[i].Value) + len(r.Records[i].Key))
-				}
-				readBytes.Add(n)
-				last := r.Records[len(r.Records)-1]
-				c.next, c.ts = last.Offset+1, last.Timestamp
-			}
-		})
+	// Like one consumer replaying the topic from the start: each round is
+	// one fetch of up to 1 MiB from every partition not yet finished (as a
+	// Kafka fetch request carries all of a consumer's partitions), served
+	// by 8 concurrent reads. Partitions thus move through the objects
+	// together.
+	var errMu sync.Mutex
+	var readErr error
+	next := make([]int64, *partitions)
+	live := make([]int32, *partitions)
+	for p := range live {
+		live[p] = int32(p)
 	}
+	for len(live) > 0 && readErr == nil {
+		work := make(chan int32, len(live))
+		for _, p := range live {
+			work <- p
+		}
+		close(work)
+		var done sync.Map
+		for range min(len(live), 8) {
+			wg.Go(func() {
+				for p := range work {
+					r, err := cold.Reader.Read(ctx, topic, p, next[p], 10000, 1<<20, 0)
+					if err != nil {
+						errMu.Lock()
+						readErr = err
+						errMu.Unlock()
+						return
+					}
+					if len(r.Records) == 0 {
+						done.Store(p, true)
+						continue
+					}
+					var n int64
+					for i := range r.Records {
+						n += int64(len(r.Records[i].Value) + len(r.Records[i].Key))
+					}
+					readBytes.Add(n)
+					next[p] = r.Records[len(r.Records)-1].Offset + 1
+				}
+			})
+		}
+		wg.Wait()
+		live = slices.DeleteFunc(live, func(p int32) bool { _, ok := done.Load(p); return ok })
+	}
+	errs := []error{readErr}
 	wg.Wait()
 	elapsed := time.Since(start)
 	cs := cold.Cache.Stats()

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -89,7 +90,8 @@ type Node struct {
 	mu struct {
 		sync.Mutex
 		cur      *segment
-		lastSize int64 // of the last sealed segment
+		queue    []*waiter // writers waiting for room, oldest first
+		lastSize int64     // of the last sealed segment
 		seq      int
 		inflight int           // sealed segments not yet committed
 		space    chan struct{} // closed when an inflight slot frees
@@ -185,19 +187,32 @@ func (n *Node) Append(ctx context.Context, topic string, partition int32, recs [
 }
 
 // write puts one frame into the current segment, rolling a full one and
-// waiting for an inflight slot if needed.
+// waiting for an inflight slot if needed. Writers that have to wait are
+// served in arrival order, so that under overload every producer sees
+// about the same delay instead of some starving.
 func (n *Node) write(ctx context.Context, fr frameRef, buf []byte) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var w *waiter // set once this writer is queued
 	for {
-		n.mu.Lock()
 		if n.mu.closed {
-			n.mu.Unlock()
+			n.dequeueLocked(w)
 			return ErrClosed
+		}
+		if w == nil && len(n.mu.queue) > 0 {
+			w = n.enqueueLocked() // others wait already: no overtaking
+		}
+		if w != nil && n.mu.queue[0] != w {
+			if err := n.waitLocked(ctx, w, w.turn); err != nil {
+				return err
+			}
+			continue
 		}
 		s := n.mu.cur
 		if s == nil {
 			var err error
 			if s, err = n.newSegmentLocked(); err != nil {
-				n.mu.Unlock()
+				n.dequeueLocked(w)
 				return err
 			}
 		}
@@ -210,7 +225,7 @@ func (n *Node) write(ctx context.Context, fr frameRef, buf []byte) error {
 		if fits && (!seen || id == fr.topicID) {
 			fr.off, fr.len = s.size, len(buf)
 			if _, err := s.f.WriteAt(buf, s.size); err != nil {
-				n.mu.Unlock()
+				n.dequeueLocked(w)
 				return fmt.Errorf("write hot segment %s: %w", s.path, err)
 			}
 			s.mem = append(s.mem, buf...)
@@ -223,21 +238,66 @@ func (n *Node) write(ctx context.Context, fr frameRef, buf []byte) error {
 			if s.size >= n.opts.RollBytes {
 				n.sealLocked()
 			}
-			n.mu.Unlock()
+			n.dequeueLocked(w)
 			return nil
 		}
 		if n.sealLocked() {
-			n.mu.Unlock()
 			continue
 		}
-		space := n.mu.space
-		n.mu.Unlock()
-		select {
-		case <-space:
-		case <-ctx.Done():
-			return fmt.Errorf("%w (%d rolls uploading): %v", ErrBackpressure, n.opts.MaxInflight, ctx.Err())
+		if w == nil {
+			w = n.enqueueLocked()
+		}
+		if err := n.waitLocked(ctx, w, n.mu.space); err != nil {
+			return err
 		}
 	}
+}
+
+// waiter is a writer queued for room in a segment.
+type waiter struct {
+	turn chan struct{} // signalled when the waiter becomes the head of the queue
+}
+
+func (n *Node) enqueueLocked() *waiter {
+	w := &waiter{turn: make(chan struct{}, 1)}
+	n.mu.queue = append(n.mu.queue, w)
+	return w
+}
+
+// dequeueLocked removes w (if queued) and tells the next waiter it is at
+// the head.
+func (n *Node) dequeueLocked(w *waiter) {
+	if w == nil {
+		return
+	}
+	i := slices.Index(n.mu.queue, w)
+	if i < 0 {
+		return
+	}
+	n.mu.queue = slices.Delete(n.mu.queue, i, i+1)
+	if i == 0 && len(n.mu.queue) > 0 {
+		select {
+		case n.mu.queue[0].turn <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// waitLocked waits, with n.mu released, for ch or the end of ctx; on the
+// latter it leaves the queue and returns ErrBackpressure.
+func (n *Node) waitLocked(ctx context.Context, w *waiter, ch <-chan struct{}) error {
+	n.mu.Unlock()
+	var err error
+	select {
+	case <-ch:
+	case <-ctx.Done():
+		err = fmt.Errorf("%w (%d rolls uploading): %v", ErrBackpressure, n.opts.MaxInflight, ctx.Err())
+	}
+	n.mu.Lock()
+	if err != nil {
+		n.dequeueLocked(w)
+	}
+	return err
 }
 
 func (n *Node) newSegmentLocked() (*segment, error) {

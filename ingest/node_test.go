@@ -281,3 +281,42 @@ func TestRecreatedTopicInOneRoll(t *testing.T) {
 		t.Fatalf("append to an unrelated topic in the same roll: %+v", r)
 	}
 }
+
+// TestWaitingWritersAreServedInOrder: when every roll is stuck uploading,
+// writers that arrive later do not overtake earlier ones once the store
+// recovers.
+func TestWaitingWritersAreServedInOrder(t *testing.T) {
+	ctx := context.Background()
+	slow := &slowStore{Store: newStore(t), release: make(chan struct{})}
+	n, l := newNode(t, slow, Options{RollBytes: 1024, MaxInflight: 1, RollAge: time.Hour})
+	if _, err := l.CreateTopic(ctx, "t", 1, manifest.Retention{}); err != nil {
+		t.Fatal(err)
+	}
+	big := []object.Record{{Value: make([]byte, 2000)}} // one frame fills a segment
+	var wg sync.WaitGroup
+	for range 2 { // one uploading (stuck), one full and waiting for the slot
+		wg.Go(func() { n.Append(ctx, "t", 0, big) })
+		time.Sleep(20 * time.Millisecond)
+	}
+	const waiters = 6
+	order := make(chan int, waiters)
+	for i := range waiters {
+		wg.Go(func() {
+			if _, err := n.Append(ctx, "t", 0, big); err != nil {
+				t.Error(err)
+			}
+			order <- i
+		})
+		time.Sleep(20 * time.Millisecond) // arrive in order
+	}
+	close(slow.release)
+	wg.Wait()
+	close(order)
+	want := 0
+	for i := range order {
+		if i != want {
+			t.Fatalf("writer %d was acknowledged before writer %d", i, want)
+		}
+		want++
+	}
+}

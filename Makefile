@@ -8,7 +8,7 @@ MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c
 BIN       := bin/shale
 TESTFLAGS ?= -race -timeout 30m
 
-.PHONY: all build run test test-short bench lint minio fuzz clean
+.PHONY: all build run test bench lint minio arrowjs fuzz clean
 
 all: build
 
@@ -26,7 +26,15 @@ $(MINIO):
 	@echo "building MinIO $(MINIO_VERSION) from the Go module proxy (about 4 minutes the first time)..."
 	GOFLAGS=-mod=mod $(GO) install github.com/minio/minio@$(MINIO_VERSION)
 
-test: minio
+# Arrow JS, a stock reader that shares no code with shale's writer, checks
+# that objects open outside Go (pinned in its package-lock.json).
+ARROWJS := tier/object/testdata/arrowjs
+arrowjs: $(ARROWJS)/node_modules
+$(ARROWJS)/node_modules: $(ARROWJS)/package-lock.json
+	npm ci --prefix $(ARROWJS) --no-audit --no-fund
+	touch $@
+
+test: minio arrowjs
 	SHALE_MINIO_BIN=$(MINIO) $(GO) test $(TESTFLAGS) ./...
 
 # Short fuzz runs of every decoder of outside bytes (FUZZTIME=5m for more).

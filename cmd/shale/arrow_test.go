@@ -1,8 +1,15 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -15,18 +22,22 @@ import (
 	"github.com/shalelog/shale/tier/manifest"
 )
 
+// rowKey names a row of a data object.
+type rowKey struct {
+	object, topic string
+	partition     int32
+	delta         int64
+}
+
 // checkObjectsWithStockArrow opens every data object in the store with
 // arrow-go's plain IPC file reader (no shale code) and checks that the rows
 // it yields are the records shale serves at the offsets the manifest gives.
 func checkObjectsWithStockArrow(t *testing.T, s tier.Store) {
 	t.Helper()
 	ctx := context.Background()
-	type rowKey struct {
-		object, topic string
-		partition     int32
-		delta         int64
-	}
 	rows := map[rowKey][]byte{}
+	tmp := t.TempDir()
+	var files []string
 	objs, err := s.List(ctx, "data/", "", 0)
 	if err != nil {
 		t.Fatal(err)
@@ -39,6 +50,11 @@ func checkObjectsWithStockArrow(t *testing.T, s tier.Store) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		f := filepath.Join(tmp, strings.ReplaceAll(o.Key, "/", "_"))
+		if err := os.WriteFile(f, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, f)
 		fr, err := ipc.NewFileReader(bytes.NewReader(data), ipc.WithAllocator(memory.NewGoAllocator()))
 		if err != nil {
 			t.Fatalf("stock Arrow reader cannot open %s: %v", o.Key, err)
@@ -70,6 +86,14 @@ func checkObjectsWithStockArrow(t *testing.T, s tier.Store) {
 		}
 		fr.Close()
 	}
+	checkWithArrowJS(t, files, rows, func(file string) string {
+		for _, o := range objs {
+			if strings.HasSuffix(file, strings.ReplaceAll(o.Key, "/", "_")) {
+				return o.Key
+			}
+		}
+		return ""
+	})
 	l, err := manifest.Open(ctx, s, manifest.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -107,5 +131,55 @@ func checkObjectsWithStockArrow(t *testing.T, s tier.Store) {
 	if checked == 0 {
 		t.Fatal("no committed records to check")
 	}
-	t.Logf("stock Arrow reader: %d objects, %d committed records match", len(objs), checked)
+	t.Logf("stock Arrow readers (arrow-go and Arrow JS): %d objects, %d committed records match", len(objs), checked)
+}
+
+// checkWithArrowJS reads the object files with Arrow JS
+// (tier/object/testdata/arrowjs) and checks every row's value against
+// what arrow-go read.
+func checkWithArrowJS(t *testing.T, files []string, rows map[rowKey][]byte, keyOf func(file string) string) {
+	t.Helper()
+	dir, _ := filepath.Abs("../../tier/object/testdata/arrowjs")
+	node, err := exec.LookPath("node")
+	if _, serr := os.Stat(filepath.Join(dir, "node_modules", "apache-arrow")); err != nil || serr != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("Arrow JS check needs node and `make arrowjs`")
+		}
+		t.Log("Arrow JS not installed (make arrowjs); checked with arrow-go only")
+		return
+	}
+	cmd := exec.Command(node, append([]string{filepath.Join(dir, "read.mjs")}, files...)...)
+	cmd.Dir = dir
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("Arrow JS could not read the objects: %v", err)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(nil, 256<<20)
+	n, seen := 0, 0
+	for sc.Scan() {
+		var got struct {
+			File string  `json:"file"`
+			Rows [][]any `json:"rows"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &got); err != nil {
+			t.Fatal(err)
+		}
+		key := keyOf(got.File)
+		for _, r := range got.Rows {
+			var v []byte
+			if r[5] != nil {
+				v, _ = base64.StdEncoding.DecodeString(r[5].(string))
+			}
+			k := rowKey{key, r[0].(string), int32(r[1].(float64)), int64(r[2].(float64))}
+			if want, ok := rows[k]; !ok || !bytes.Equal(want, v) {
+				t.Fatalf("%s row %v: Arrow JS reads %q, arrow-go %q", key, r[:3], v, want)
+			}
+			seen++
+		}
+		n++
+	}
+	if n != len(files) || seen != len(rows) {
+		t.Fatalf("Arrow JS read %d files and %d rows; want %d and %d", n, seen, len(files), len(rows))
+	}
 }

@@ -172,6 +172,7 @@ func TestCrashLosesNothingAcknowledged(t *testing.T) {
 						t.Fatalf("partition %d changed after restart", p)
 					}
 				}
+				checkObjectsWithStockArrow(t, se.open(t)) // orphans of the crash included
 				t.Logf("%d batches acknowledged before the crash, all present", len(acks))
 			})
 		}
@@ -221,6 +222,7 @@ func TestTwoServersOneBucket(t *testing.T) {
 			if total != len(seen) {
 				t.Fatalf("log holds %d records, %d were acknowledged and nothing failed", total, len(seen))
 			}
+			checkObjectsWithStockArrow(t, se.open(t))
 			t.Logf("%d records from %d batches through two servers", total, len(acks))
 		})
 	}

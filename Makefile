@@ -52,7 +52,7 @@ bench: minio
 	SHALE_MINIO_BIN=$(MINIO) $(GO) test ./cmd/shale -run '^$$' -bench BenchmarkShale -benchtime 1x -timeout 30m
 
 lint:
-	gofmt -l . | tee /dev/stderr | (! read)
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
 clean:

@@ -94,7 +94,7 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	valueBytes := f.Int("value-bytes", 1024, "bytes per record value")
 	duration := f.Duration("duration", 10*time.Second, "length of the saturated produce phase")
 	halfDuration := f.Duration("half-duration", 5*time.Second, "length of the half-load latency phase (0 to skip)")
-	cpuProfile := f.String("cpuprofile", "", "write a CPU profile of the produce phase to this file")
+	cpuProfile := f.String("cpuprofile", "", "write CPU profiles of the produce and catch-up phases to FILE.produce and FILE.catchup")
 	if _, err := f.parse(args); err != nil {
 		return err
 	}
@@ -140,19 +140,13 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	}
 	fmt.Fprintf(stderr, "producing for %v: %d producers, %d partitions, %d-byte values, batches of %d...\n", *duration, *producers, *partitions, *valueBytes, *batch)
 	puts0 := store.puts.Load()
-	if *cpuProfile != "" {
-		pf, err := os.Create(*cpuProfile)
-		if err != nil {
-			return err
-		}
-		defer pf.Close()
-		pprof.StartCPUProfile(pf)
+	stopProfile, err := startProfile(*cpuProfile, "produce")
+	if err != nil {
+		return err
 	}
 	sat := produce(ctx, node, topic, *partitions, *producers, *batch, *valueBytes, *duration, 0, true)
 	puts := store.puts.Load() - puts0
-	if *cpuProfile != "" {
-		pprof.StopCPUProfile()
-	}
+	stopProfile()
 	if sat.err != nil {
 		node.Close()
 		return sat.err
@@ -193,6 +187,9 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		return err
 	}
 	gets0 := store.gets.Load()
+	if stopProfile, err = startProfile(*cpuProfile, "catchup"); err != nil {
+		return err
+	}
 	start := time.Now()
 	var readBytes atomic.Int64
 	var wg sync.WaitGroup
@@ -244,6 +241,7 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	errs := []error{readErr}
 	wg.Wait()
 	elapsed := time.Since(start)
+	stopProfile()
 	cs := cold.Cache.Stats()
 	if cs.Hits+cs.Misses > 0 {
 		res.CatchupCacheHit = float64(cs.Hits) / float64(cs.Hits+cs.Misses)
@@ -279,6 +277,23 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	line, _ := json.Marshal(res)
 	fmt.Fprintf(stdout, "%s\n", line)
 	return nil
+}
+
+// startProfile starts a CPU profile to base.phase; the returned function
+// stops it. An empty base profiles nothing.
+func startProfile(base, phase string) (func(), error) {
+	if base == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(base + "." + phase)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 func startBenchNode(ctx context.Context, store tier.Store, nf nodeFlags, logger *slog.Logger) (*httpapi.Node, error) {

@@ -19,7 +19,9 @@ import (
 	"github.com/shalelog/shale/tier"
 	"github.com/shalelog/shale/tier/fs"
 	"github.com/shalelog/shale/tier/manifest"
+	"github.com/shalelog/shale/tier/minio"
 	"github.com/shalelog/shale/tier/object"
+	"github.com/shalelog/shale/tier/tiertest"
 )
 
 // startNode runs a node with its HTTP API on a free loopback port.
@@ -108,9 +110,23 @@ func sameRecords(t *testing.T, got, want []object.Record, firstOffset int64) {
 	}
 }
 
+// TestProduceReadRoundTrip round-trips keys, binary values and headers
+// through the HTTP API on the file store and on a real MinIO.
 func TestProduceReadRoundTrip(t *testing.T) {
+	local, _ := fsStore(t)
+	ep := tiertest.StartMinIO(t)
+	ms, err := minio.Open(context.Background(), fmt.Sprintf("minio://%s:%s@%s/%s/rt", ep.AccessKey, ep.SecretKey, ep.Addr, ep.Bucket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ms.Close() })
+	for name, s := range map[string]tier.Store{"file": local, "minio": ms} {
+		t.Run(name, func(t *testing.T) { testRoundTrip(t, s) })
+	}
+}
+
+func testRoundTrip(t *testing.T, s tier.Store) {
 	ctx := context.Background()
-	s, _ := fsStore(t)
 	_, c := startNode(t, s, ingest.Options{})
 	if _, err := c.CreateTopic(ctx, TopicRequest{Name: "rt", Partitions: 2}); err != nil {
 		t.Fatal(err)

@@ -239,16 +239,15 @@ type ProduceResponse struct {
 // and records without a key to one random partition per request.
 func (s *Server) produce(w http.ResponseWriter, r *http.Request) {
 	topic := r.PathValue("topic")
-	t, ok := s.Log.Topic(topic)
-	if !ok {
-		if err := s.sync(r); err != nil {
-			s.fail(w, r, err)
-			return
+	ctx, cancel := s.bounded(r)
+	t, err := s.Log.Topic(ctx, topic)
+	cancel()
+	if err != nil {
+		if !errors.Is(err, manifest.ErrUnknownTopic) {
+			err = fmt.Errorf("%w: read commit log: %w", errUnavailable, err)
 		}
-		if t, ok = s.Log.Topic(topic); !ok {
-			s.fail(w, r, fmt.Errorf("%w %q", manifest.ErrUnknownTopic, topic))
-			return
-		}
+		s.fail(w, r, err)
+		return
 	}
 	fixed := int32(-1)
 	if v := r.URL.Query().Get("partition"); v != "" {
@@ -266,7 +265,7 @@ func (s *Server) produce(w http.ResponseWriter, r *http.Request) {
 		want = min(r.ContentLength, s.MaxBody)
 	}
 	actx, cancel := s.bounded(r)
-	err := s.inflight.Acquire(actx, want)
+	err = s.inflight.Acquire(actx, want)
 	cancel()
 	if err != nil {
 		s.fail(w, r, fmt.Errorf("%w: waiting for buffer space: %v", ingest.ErrBackpressure, err))

@@ -157,15 +157,9 @@ func (n *Node) Append(ctx context.Context, topic string, partition int32, recs [
 	if len(recs) == 0 {
 		return 0, errors.New("append: no records")
 	}
-	t, ok := n.log.Topic(topic)
-	if !ok {
-		// Created on another node since we last looked?
-		if err := n.log.Sync(ctx); err != nil {
-			return 0, err
-		}
-		if t, ok = n.log.Topic(topic); !ok {
-			return 0, fmt.Errorf("%w %q", manifest.ErrUnknownTopic, topic)
-		}
+	t, err := n.log.Topic(ctx, topic)
+	if err != nil {
+		return 0, err
 	}
 	if partition < 0 || partition >= t.Partitions {
 		return 0, fmt.Errorf("%w %d of topic %q (it has %d)", manifest.ErrUnknownPartition, partition, topic, t.Partitions)

@@ -7,7 +7,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -44,9 +43,11 @@ func fileStore(t *testing.T) storeEnv {
 	return storeEnv{name: "file", url: "file://" + t.TempDir()}
 }
 
-func minioStore(t *testing.T) storeEnv {
-	ep := tiertest.StartMinIO(t)
-	return storeEnv{name: "minio", url: fmt.Sprintf("minio://%s/%s/shale", ep.Addr, ep.Bucket),
+func minioStore(t *testing.T) storeEnv { return minioEnv(tiertest.StartMinIO(t), "shale") }
+
+// minioEnv is a minio:// store under prefix on ep's bucket.
+func minioEnv(ep tiertest.Endpoint, prefix string) storeEnv {
+	return storeEnv{name: "minio", url: fmt.Sprintf("minio://%s/%s/%s", ep.Addr, ep.Bucket, prefix),
 		env: []string{"MINIO_ROOT_USER=" + ep.AccessKey, "MINIO_ROOT_PASSWORD=" + ep.SecretKey}}
 }
 
@@ -164,16 +165,6 @@ func mustCLI(t *testing.T, env []string, stdin string, args ...string) string {
 	return out
 }
 
-type consumed struct {
-	Partition int32   `json:"partition"`
-	Offset    int64   `json:"offset"`
-	Timestamp int64   `json:"timestamp"`
-	Key       *string `json:"key"`
-	KeyB64    *string `json:"key_b64"`
-	Value     *string `json:"value"`
-	ValueB64  *string `json:"value_b64"`
-}
-
 func parseLines[T any](t *testing.T, out string) []T {
 	t.Helper()
 	var res []T
@@ -217,20 +208,17 @@ func TestCLIRoundTrip(t *testing.T) {
 			}
 			// Without --partition, every partition; --format json keeps binary values.
 			out = mustCLI(t, nil, "", append([]string{"consume", "cli", "--format", "json"}, at...)...)
-			recs := parseLines[consumed](t, out)
+			recs := parseLines[httpapi.JSONRecord](t, out)
 			if len(recs) != 4 {
 				t.Fatalf("consumed %d records: %s", len(recs), out)
 			}
 			want := []string{"first", "\xff\xfebinary", "third line with spaces", ""}
 			for i, r := range recs {
-				var v string
-				if r.Value != nil {
-					v = *r.Value
-				} else if r.ValueB64 != nil {
-					b, _ := decodeB64(*r.ValueB64)
-					v = string(b)
+				got, err := httpapi.FromJSON(&r)
+				if err != nil {
+					t.Fatal(err)
 				}
-				if v != want[i] || r.Key == nil || *r.Key != "k1" || r.Offset != acks[0].FirstOffset+int64(i) || r.Partition != acks[0].Partition {
+				if string(got.Value) != want[i] || string(got.Key) != "k1" || r.Offset != acks[0].FirstOffset+int64(i) || r.Partition == nil || *r.Partition != acks[0].Partition {
 					t.Fatalf("record %d: %+v, want value %q key k1", i, r, want[i])
 				}
 			}
@@ -339,8 +327,4 @@ func TestMissingBucketAndUnreachableStore(t *testing.T) {
 			}
 		})
 	}
-}
-
-func decodeB64(s string) ([]byte, error) {
-	return base64.StdEncoding.DecodeString(s)
 }

@@ -18,9 +18,7 @@ import (
 // before, during and after the outage is there.
 func TestStoreOutage(t *testing.T) {
 	m := tiertest.StartPrivateMinIO(t)
-	ep := m.Endpoint()
-	se := storeEnv{name: "minio", url: fmt.Sprintf("minio://%s/%s/outage", ep.Addr, ep.Bucket),
-		env: []string{"MINIO_ROOT_USER=" + ep.AccessKey, "MINIO_ROOT_PASSWORD=" + ep.SecretKey}}
+	se := minioEnv(m.Endpoint(), "outage")
 	srv := startServer(t, se, t.TempDir(), nil, "--store-timeout", "3s")
 	ctx := context.Background()
 	c := httpapi.NewClient(srv.url)

@@ -141,13 +141,6 @@ func (l *Log) Seq() int64 {
 	return l.mu.state.Seq
 }
 
-// Changed returns a channel that is closed when the state next advances.
-func (l *Log) Changed() <-chan struct{} {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.mu.changed
-}
-
 // Sync applies every commit record written before the call. Concurrent
 // callers share one catch-up: a caller that waited while another's sync
 // ran from start to finish after it arrived is done. At the head a sync

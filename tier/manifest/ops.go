@@ -36,17 +36,29 @@ func (l *Log) DeleteTopic(ctx context.Context, name string) error {
 	return err
 }
 
-// Topic returns a topic's configuration.
-func (l *Log) Topic(name string) (Topic, bool) {
-	var t Topic
-	var ok bool
-	l.View(func(s *State) {
-		var ts *TopicState
-		if ts, ok = s.Topics[name]; ok {
-			t = ts.Topic
+// Topic returns a topic's configuration. A name this node does not know
+// may have been created on another node since it last looked, so it
+// catches up with the log once before answering ErrUnknownTopic.
+func (l *Log) Topic(ctx context.Context, name string) (Topic, error) {
+	for synced := false; ; synced = true {
+		var t Topic
+		var ok bool
+		l.View(func(s *State) {
+			var ts *TopicState
+			if ts, ok = s.Topics[name]; ok {
+				t = ts.Topic
+			}
+		})
+		if ok {
+			return t, nil
 		}
-	})
-	return t, ok
+		if synced {
+			return Topic{}, fmt.Errorf("%w %q", ErrUnknownTopic, name)
+		}
+		if err := l.Sync(ctx); err != nil {
+			return Topic{}, err
+		}
+	}
 }
 
 // Topics returns every topic, sorted by name.

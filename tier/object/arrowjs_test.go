@@ -1,35 +1,22 @@
 package object
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"testing"
+
+	"github.com/shalelog/shale/tier/tiertest"
 )
 
 // TestArrowJSReadsObjects opens objects of every codec with Arrow JS, a
 // stock reader that shares no code with the writer, and checks every row.
 // testdata/arrowjs holds the pinned npm packages; `make test` installs them.
 func TestArrowJSReadsObjects(t *testing.T) {
-	dir, err := filepath.Abs("testdata/arrowjs")
-	if err != nil {
-		t.Fatal(err)
-	}
-	node, err := exec.LookPath("node")
-	if _, serr := os.Stat(filepath.Join(dir, "node_modules", "apache-arrow")); err != nil || serr != nil {
-		msg := "Arrow JS check needs node and `npm ci --prefix tier/object/testdata/arrowjs` (make test does it)"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
 	rng := rand.New(rand.NewPCG(7, 7))
 	parts := []Part{
 		{Topic: "orders", Partition: 0, Records: genRecords(rng, 300, 64)},
@@ -45,13 +32,9 @@ func TestArrowJSReadsObjects(t *testing.T) {
 		}
 		files = append(files, f)
 	}
-	cmd := exec.Command(node, append([]string{filepath.Join(dir, "read.mjs")}, files...)...)
-	cmd.Dir = dir
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("node read.mjs: %v: %s", err, stderr.String())
+	read, ok := tiertest.ReadWithArrowJS(t, files)
+	if !ok {
+		t.Skip("Arrow JS check needs node and `make arrowjs` (make test does it)")
 	}
 	b64 := func(b []byte) *string {
 		if b == nil {
@@ -74,29 +57,15 @@ func TestArrowJSReadsObjects(t *testing.T) {
 	wantJSON, _ := json.Marshal(want)
 	var wantRows []any
 	json.Unmarshal(wantJSON, &wantRows)
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	sc.Buffer(nil, 64<<20)
-	n := 0
-	for sc.Scan() {
-		var got struct {
-			File string `json:"file"`
-			Rows []any  `json:"rows"`
-		}
-		if err := json.Unmarshal(sc.Bytes(), &got); err != nil {
-			t.Fatal(err)
-		}
+	for _, got := range read {
 		if len(got.Rows) != len(wantRows) {
 			t.Fatalf("%s: Arrow JS read %d rows, want %d", got.File, len(got.Rows), len(wantRows))
 		}
 		for i := range wantRows {
-			if !reflect.DeepEqual(got.Rows[i], wantRows[i]) {
+			if !reflect.DeepEqual(any(got.Rows[i]), wantRows[i]) {
 				t.Fatalf("%s row %d: Arrow JS read %v, want %v", filepath.Base(got.File), i, got.Rows[i], wantRows[i])
 			}
 		}
-		n++
-	}
-	if n != len(files) {
-		t.Fatalf("Arrow JS reported %d files of %d", n, len(files))
 	}
 	t.Logf("Arrow JS read %d rows from each of %s", len(wantRows), fmt.Sprint(compressions))
 }

@@ -15,31 +15,36 @@ import (
 	"testing"
 	"time"
 
-	"github.com/shalelog/shale/ingest"
+	"github.com/shalelog/shale"
+	"github.com/shalelog/shale/record"
 	"github.com/shalelog/shale/tier"
 	"github.com/shalelog/shale/tier/fs"
 	"github.com/shalelog/shale/tier/manifest"
 	"github.com/shalelog/shale/tier/minio"
-	"github.com/shalelog/shale/tier/object"
 	"github.com/shalelog/shale/tier/tiertest"
 )
 
-// startNode runs a node with its HTTP API on a free loopback port.
-func startNode(t *testing.T, s tier.Store, opts ingest.Options) (*Node, *Client) {
+// startNode runs a node with its HTTP API on a free loopback port. set,
+// if not nil, changes the test defaults.
+func startNode(t *testing.T, s tier.Store, set func(*shale.Options)) (*shale.Node, *Client) {
 	t.Helper()
-	opts.Dir = t.TempDir()
-	if opts.RollAge == 0 {
-		opts.RollAge = 20 * time.Millisecond
+	opts := shale.DefaultOptions()
+	opts.HotDir = t.TempDir()
+	opts.RollAge = 20 * time.Millisecond
+	opts.CacheBytes = 1 << 20
+	if set != nil {
+		set(&opts)
 	}
-	n, err := StartNode(context.Background(), s, Config{Ingest: opts, CacheBytes: 1 << 20})
+	n, err := shale.Start(context.Background(), s, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr, err := n.Listen("127.0.0.1:0")
+	srv := New(n, DefaultLimits())
+	addr, err := srv.Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { n.Close() })
+	t.Cleanup(func() { srv.Close(); n.Close() })
 	return n, NewClient(addr)
 }
 
@@ -55,10 +60,10 @@ func fsStore(t *testing.T) (tier.Store, string) {
 
 // sampleRecords covers what Kafka records can hold: null and empty keys and
 // values, arbitrary bytes, headers with null values.
-func sampleRecords(n int) []object.Record {
-	out := make([]object.Record, n)
+func sampleRecords(n int) []record.Record {
+	out := make([]record.Record, n)
 	for i := range out {
-		r := object.Record{Timestamp: int64(1700000000000 + i), Key: []byte(fmt.Sprint("key-", i)), Value: []byte{0xff, 0x00, byte(i), '\n'}}
+		r := record.Record{Timestamp: int64(1700000000000 + i), Key: []byte(fmt.Sprint("key-", i)), Value: []byte{0xff, 0x00, byte(i), '\n'}}
 		switch i % 4 {
 		case 1:
 			r.Key = nil
@@ -66,7 +71,7 @@ func sampleRecords(n int) []object.Record {
 			r.Key, r.Value = []byte{}, []byte{}
 		case 3:
 			r.Value = nil
-			r.Headers = []object.Header{{Key: "a", Value: []byte("1")}, {Key: "b", Value: nil}, {Key: "c", Value: []byte{0xc3}}}
+			r.Headers = []record.Header{{Key: "a", Value: []byte("1")}, {Key: "b", Value: nil}, {Key: "c", Value: []byte{0xc3}}}
 		}
 		out[i] = r
 	}
@@ -75,9 +80,9 @@ func sampleRecords(n int) []object.Record {
 
 // readAll reads a partition from 0 to the end it has when the read starts,
 // as a consumer does: a read may return less than its limits.
-func readAll(t *testing.T, c *Client, topic string, p int32) ([]object.Record, int64) {
+func readAll(t *testing.T, c *Client, topic string, p int32) ([]record.Record, int64) {
 	t.Helper()
-	var out []object.Record
+	var out []record.Record
 	var end int64 = -1
 	for off := int64(0); end < 0 || off < end; {
 		recs, _, e, err := c.Read(context.Background(), ReadRequest{Topic: topic, Partition: p, Offset: off, Max: 10000})
@@ -96,7 +101,7 @@ func readAll(t *testing.T, c *Client, topic string, p int32) ([]object.Record, i
 	return out, end
 }
 
-func sameRecords(t *testing.T, got, want []object.Record, firstOffset int64) {
+func sameRecords(t *testing.T, got, want []record.Record, firstOffset int64) {
 	t.Helper()
 	if len(got) != len(want) {
 		t.Fatalf("got %d records, want %d", len(got), len(want))
@@ -127,7 +132,7 @@ func TestProduceReadRoundTrip(t *testing.T) {
 
 func testRoundTrip(t *testing.T, s tier.Store) {
 	ctx := context.Background()
-	_, c := startNode(t, s, ingest.Options{})
+	_, c := startNode(t, s, nil)
 	if _, err := c.CreateTopic(ctx, TopicRequest{Name: "rt", Partitions: 2}); err != nil {
 		t.Fatal(err)
 	}
@@ -175,11 +180,11 @@ func testRoundTrip(t *testing.T, s tier.Store) {
 func TestKeyedProduceUsesKafkaPartitioner(t *testing.T) {
 	ctx := context.Background()
 	s, _ := fsStore(t)
-	_, c := startNode(t, s, ingest.Options{})
+	_, c := startNode(t, s, nil)
 	if _, err := c.CreateTopic(ctx, TopicRequest{Name: "k", Partitions: 8}); err != nil {
 		t.Fatal(err)
 	}
-	res, err := c.Produce(ctx, "k", -1, []object.Record{{Key: []byte("a"), Value: []byte("1")}, {Key: []byte("b"), Value: []byte("2")}, {Key: []byte("a"), Value: []byte("3")}})
+	res, err := c.Produce(ctx, "k", -1, []record.Record{{Key: []byte("a"), Value: []byte("1")}, {Key: []byte("b"), Value: []byte("2")}, {Key: []byte("a"), Value: []byte("3")}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,27 +192,11 @@ func TestKeyedProduceUsesKafkaPartitioner(t *testing.T) {
 	for _, r := range res {
 		parts[r.Partition] += r.Records
 	}
-	pa, pb := KeyPartition([]byte("a"), 8), KeyPartition([]byte("b"), 8)
+	pa, pb := record.KeyPartition([]byte("a"), 8), record.KeyPartition([]byte("b"), 8)
 	want := map[int32]int{pa: 2}
 	want[pb]++
 	if !reflect.DeepEqual(parts, want) {
 		t.Fatalf("records per partition %v, want %v", parts, want)
-	}
-}
-
-func TestMurmur2MatchesKafka(t *testing.T) {
-	// Reference values from org.apache.kafka.common.utils.UtilsTest#testMurmur2.
-	for in, want := range map[string]int32{
-		"21":                         -973932308,
-		"foobar":                     -790332482,
-		"a-little-bit-long-string":   -985981536,
-		"a-little-bit-longer-string": -1486304829,
-		"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
-		"abc": 479470107,
-	} {
-		if got := int32(murmur2([]byte(in))); got != want {
-			t.Errorf("murmur2(%q) = %d, want %d", in, got, want)
-		}
 	}
 }
 
@@ -216,7 +205,7 @@ func TestMurmur2MatchesKafka(t *testing.T) {
 func TestBadInput(t *testing.T) {
 	ctx := context.Background()
 	s, _ := fsStore(t)
-	_, c := startNode(t, s, ingest.Options{MaxBatchBytes: 64 << 10})
+	_, c := startNode(t, s, func(o *shale.Options) { o.MaxBatchBytes = 64 << 10 })
 	c.HTTP.Timeout = 10 * time.Second
 	if _, err := c.CreateTopic(ctx, TopicRequest{Name: "ok", Partitions: 1}); err != nil {
 		t.Fatal(err)
@@ -256,16 +245,16 @@ func TestBadInput(t *testing.T) {
 		}, 400, "both"},
 		{"empty produce", func() (int, string) { return post("/v1/topics/ok/records", RecordsType, nil) }, 400, "no records"},
 		{"oversize batch", func() (int, string) {
-			return post("/v1/topics/ok/records?partition=0", RecordsType, object.AppendRecord(nil, &object.Record{Value: make([]byte, 100<<10)}))
+			return post("/v1/topics/ok/records?partition=0", RecordsType, record.Append(nil, &record.Record{Value: make([]byte, 100<<10)}))
 		}, 413, "too large"},
 		{"oversize body", func() (int, string) {
 			return post("/v1/topics/ok/records", RecordsType, make([]byte, 17<<20))
 		}, 413, "too large"},
 		{"unknown topic produce", func() (int, string) {
-			return post("/v1/topics/nope/records", RecordsType, object.AppendRecord(nil, &object.Record{Value: []byte("x")}))
+			return post("/v1/topics/nope/records", RecordsType, record.Append(nil, &record.Record{Value: []byte("x")}))
 		}, 404, "unknown topic"},
 		{"unknown partition produce", func() (int, string) {
-			return post("/v1/topics/ok/records?partition=5", RecordsType, object.AppendRecord(nil, &object.Record{Value: []byte("x")}))
+			return post("/v1/topics/ok/records?partition=5", RecordsType, record.Append(nil, &record.Record{Value: []byte("x")}))
 		}, 404, "unknown partition"},
 		{"bad partition param", func() (int, string) { return post("/v1/topics/ok/records?partition=x", RecordsType, []byte{0}) }, 400, "not a partition"},
 		{"invalid topic name", func() (int, string) {
@@ -309,7 +298,7 @@ func TestCorruptObjectIsReportedNotReturned(t *testing.T) {
 	for _, damage := range []string{"bit flip", "truncate"} {
 		t.Run(damage, func(t *testing.T) {
 			s, dir := fsStore(t)
-			_, c := startNode(t, s, ingest.Options{})
+			_, c := startNode(t, s, nil)
 			if _, err := c.CreateTopic(ctx, TopicRequest{Name: "c", Partitions: 1}); err != nil {
 				t.Fatal(err)
 			}
@@ -334,7 +323,7 @@ func TestCorruptObjectIsReportedNotReturned(t *testing.T) {
 				t.Fatal(err)
 			}
 			// A second node has no hot copy and must read the object.
-			_, other := startNode(t, s, ingest.Options{})
+			_, other := startNode(t, s, nil)
 			_, _, _, err = other.Read(ctx, ReadRequest{Topic: "c", Partition: 0, Max: 1000})
 			var se *StatusError
 			if !errors.As(err, &se) || se.Status != 500 || !strings.Contains(se.Message, objs[0].Key) {
@@ -350,8 +339,8 @@ func TestCorruptObjectIsReportedNotReturned(t *testing.T) {
 func TestTwoNodesOneBucket(t *testing.T) {
 	ctx := context.Background()
 	s, _ := fsStore(t)
-	_, a := startNode(t, s, ingest.Options{})
-	_, b := startNode(t, s, ingest.Options{})
+	_, a := startNode(t, s, nil)
+	_, b := startNode(t, s, nil)
 	if _, err := a.CreateTopic(ctx, TopicRequest{Name: "two", Partitions: 2}); err != nil {
 		t.Fatal(err)
 	}
@@ -367,12 +356,12 @@ func TestTwoNodesOneBucket(t *testing.T) {
 		wg.Go(func() {
 			for j := range 15 {
 				p := int32(j % 2)
-				var recs []object.Record
+				var recs []record.Record
 				var vals []string
 				for k := range 3 {
 					v := fmt.Sprintf("w%d-%d-%d", i, j, k)
 					vals = append(vals, v)
-					recs = append(recs, object.Record{Value: []byte(v)})
+					recs = append(recs, record.Record{Value: []byte(v)})
 				}
 				res, err := c.Produce(ctx, "two", p, recs)
 				if err != nil {
@@ -397,7 +386,7 @@ func TestTwoNodesOneBucket(t *testing.T) {
 		}
 	}
 	for p := range int32(2) {
-		var views [2][]object.Record
+		var views [2][]record.Record
 		for i, c := range []*Client{a, b} {
 			// Describe brings the node up to date with the other's commits
 			// (a read at an offset it has not seen does so too).
@@ -432,15 +421,15 @@ func TestTwoNodesOneBucket(t *testing.T) {
 func TestLongPollSeesOtherNodesCommits(t *testing.T) {
 	ctx := context.Background()
 	s, _ := fsStore(t)
-	_, a := startNode(t, s, ingest.Options{})
-	_, b := startNode(t, s, ingest.Options{})
+	_, a := startNode(t, s, nil)
+	_, b := startNode(t, s, nil)
 	if _, err := a.CreateTopic(ctx, TopicRequest{Name: "lp", Partitions: 1}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.Describe(ctx, "lp"); err != nil {
 		t.Fatal(err)
 	}
-	got := make(chan []object.Record, 1)
+	got := make(chan []record.Record, 1)
 	go func() {
 		recs, _, _, err := b.Read(ctx, ReadRequest{Topic: "lp", Partition: 0, Wait: 20 * time.Second})
 		if err != nil {
@@ -449,7 +438,7 @@ func TestLongPollSeesOtherNodesCommits(t *testing.T) {
 		got <- recs
 	}()
 	time.Sleep(200 * time.Millisecond)
-	if _, err := a.Produce(ctx, "lp", 0, []object.Record{{Value: []byte("hello")}}); err != nil {
+	if _, err := a.Produce(ctx, "lp", 0, []record.Record{{Value: []byte("hello")}}); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -470,7 +459,7 @@ func TestLongPollSeesOtherNodesCommits(t *testing.T) {
 func TestDeleteTopic(t *testing.T) {
 	ctx := context.Background()
 	s, _ := fsStore(t)
-	_, c := startNode(t, s, ingest.Options{})
+	_, c := startNode(t, s, nil)
 	if _, err := c.CreateTopic(ctx, TopicRequest{Name: "d", Partitions: 1}); err != nil {
 		t.Fatal(err)
 	}

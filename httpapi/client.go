@@ -13,8 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shalelog/shale/record"
 	"github.com/shalelog/shale/tier/manifest"
-	"github.com/shalelog/shale/tier/object"
 )
 
 // Client calls a shale server's HTTP API.
@@ -104,10 +104,10 @@ func (c *Client) DeleteTopic(ctx context.Context, topic string) error {
 }
 
 // Produce appends records; partition < 0 lets the server choose by key.
-func (c *Client) Produce(ctx context.Context, topic string, partition int32, recs []object.Record) ([]ProduceResult, error) {
+func (c *Client) Produce(ctx context.Context, topic string, partition int32, recs []record.Record) ([]ProduceResult, error) {
 	var body []byte
 	for i := range recs {
-		body = object.AppendRecord(body, &recs[i])
+		body = record.Append(body, &recs[i])
 	}
 	path := "/v1/topics/" + url.PathEscape(topic) + "/records"
 	if partition >= 0 {
@@ -139,7 +139,7 @@ type ReadRequest struct {
 
 // Read reads records; it returns them with the partition's start and end
 // offsets.
-func (c *Client) Read(ctx context.Context, rr ReadRequest) ([]object.Record, int64, int64, error) {
+func (c *Client) Read(ctx context.Context, rr ReadRequest) ([]record.Record, int64, int64, error) {
 	q := url.Values{}
 	q.Set("offset", strconv.FormatInt(rr.Offset, 10))
 	if rr.Time != nil {
@@ -164,7 +164,7 @@ func (c *Client) Read(ctx context.Context, rr ReadRequest) ([]object.Record, int
 	if err := errors.Join(err1, err2); err != nil {
 		return nil, 0, 0, fmt.Errorf("read %s/%d: bad offset headers: %w", rr.Topic, rr.Partition, err)
 	}
-	recs, err := object.DecodeRecords(data)
+	recs, err := record.DecodeAll(data)
 	if err != nil {
 		return nil, 0, 0, fmt.Errorf("read %s/%d: %w", rr.Topic, rr.Partition, err)
 	}

@@ -7,7 +7,8 @@ import (
 	"hash/crc32"
 	"slices"
 
-	"github.com/shalelog/shale/tier/object"
+	"github.com/shalelog/shale/record"
+	"github.com/shalelog/shale/tier"
 )
 
 // Hot segment files (docs/format/segment.md): an 8-byte header, then
@@ -37,26 +38,12 @@ type Frame struct {
 	Topic     string
 	TopicID   string
 	Partition int32
-	Records   []object.Record
+	Records   []record.Record
 }
-
-// CorruptionError reports a hot segment that does not decode: a torn tail
-// after a crash, or damage. It names the file and the byte offset.
-type CorruptionError struct {
-	File   string
-	Offset int64
-	Err    error
-}
-
-func (e *CorruptionError) Error() string {
-	return fmt.Sprintf("corrupt hot segment %s at byte %d: %v", e.File, e.Offset, e.Err)
-}
-
-func (e *CorruptionError) Unwrap() error { return e.Err }
 
 // appendFrame appends the frame for records to b. Records with a zero
 // timestamp get now.
-func appendFrame(b []byte, topic, topicID string, partition int32, recs []object.Record, now int64) []byte {
+func appendFrame(b []byte, topic, topicID string, partition int32, recs []record.Record, now int64) []byte {
 	size := frameHeaderLen + 32 + len(topic) + len(topicID)
 	for i := range recs {
 		size += recs[i].Size()
@@ -78,7 +65,7 @@ func appendFrame(b []byte, topic, topicID string, partition int32, recs []object
 			c.Timestamp = now
 			r = &c
 		}
-		b = object.AppendRecord(b, r)
+		b = record.Append(b, r)
 	}
 	payload := b[start+frameHeaderLen:]
 	binary.LittleEndian.PutUint32(b[start:], uint32(len(payload)))
@@ -138,9 +125,9 @@ func decodePayload(p []byte) (Frame, error) {
 		return f, errors.New("bad record count")
 	}
 	off += k
-	f.Records = make([]object.Record, 0, count)
+	f.Records = make([]record.Record, 0, count)
 	for i := uint64(0); i < count; i++ {
-		r, n, err := object.DecodeRecord(p[off:])
+		r, n, err := record.Decode(p[off:])
 		if err != nil {
 			return f, fmt.Errorf("record %d: %w", i, err)
 		}
@@ -154,17 +141,17 @@ func decodePayload(p []byte) (Frame, error) {
 }
 
 // DecodeSegment decodes a whole hot segment file. A torn or corrupt frame
-// ends decoding with a *CorruptionError naming file and offset; the frames
+// ends decoding with a *tier.CorruptError naming file and offset; the frames
 // before it are returned.
 func DecodeSegment(file string, data []byte) ([]Frame, error) {
 	if len(data) < len(segmentMagic) || string(data[:len(segmentMagic)]) != segmentMagic {
-		return nil, &CorruptionError{File: file, Offset: 0, Err: errors.New("bad segment magic")}
+		return nil, &tier.CorruptError{What: "hot segment", Key: file, Offset: 0, Err: errors.New("bad segment magic")}
 	}
 	var frames []Frame
 	for off := len(segmentMagic); off < len(data); {
 		f, n, err := decodeFrame(data[off:])
 		if err != nil {
-			return frames, &CorruptionError{File: file, Offset: int64(off), Err: err}
+			return frames, &tier.CorruptError{What: "hot segment", Key: file, Offset: int64(off), Err: err}
 		}
 		frames = append(frames, f)
 		off += n

@@ -5,16 +5,17 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/shalelog/shale/tier/object"
+	"github.com/shalelog/shale/record"
+	"github.com/shalelog/shale/tier"
 )
 
 func sampleSegment() []byte {
 	b := []byte(segmentMagic)
-	b = appendFrame(b, "t", "id1", 3, []object.Record{
-		{Timestamp: 5, Key: []byte("k"), Value: []byte{0, 1, 2}, Headers: []object.Header{{Key: "h", Value: []byte("v")}}},
+	b = appendFrame(b, "t", "id1", 3, []record.Record{
+		{Timestamp: 5, Key: []byte("k"), Value: []byte{0, 1, 2}, Headers: []record.Header{{Key: "h", Value: []byte("v")}}},
 		{Timestamp: 6, Key: nil, Value: []byte{}},
 	}, 0)
-	return appendFrame(b, "u", "id2", 0, []object.Record{{Timestamp: 1, Value: []byte("x")}}, 0)
+	return appendFrame(b, "u", "id2", 0, []record.Record{{Timestamp: 1, Value: []byte("x")}}, 0)
 }
 
 func TestSegmentRoundTrip(t *testing.T) {
@@ -26,18 +27,18 @@ func TestSegmentRoundTrip(t *testing.T) {
 		t.Fatalf("frames = %+v", frames)
 	}
 	r := frames[0].Records
-	if r[0].Key == nil || r[1].Key != nil || r[1].Value == nil || len(r[1].Value) != 0 || !reflect.DeepEqual(r[0].Headers, []object.Header{{Key: "h", Value: []byte("v")}}) {
+	if r[0].Key == nil || r[1].Key != nil || r[1].Value == nil || len(r[1].Value) != 0 || !reflect.DeepEqual(r[0].Headers, []record.Header{{Key: "h", Value: []byte("v")}}) {
 		t.Fatalf("records = %+v", r)
 	}
 }
 
 // TestSegmentCorruption: every torn tail and every bit flip is reported as
-// a CorruptionError with the file and the offset of the bad frame, and the
+// a tier.CorruptError with the file and the offset of the bad frame, and the
 // frames before it survive.
 func TestSegmentCorruption(t *testing.T) {
 	good := sampleSegment()
-	first := len(appendFrame([]byte(segmentMagic), "t", "id1", 3, []object.Record{
-		{Timestamp: 5, Key: []byte("k"), Value: []byte{0, 1, 2}, Headers: []object.Header{{Key: "h", Value: []byte("v")}}},
+	first := len(appendFrame([]byte(segmentMagic), "t", "id1", 3, []record.Record{
+		{Timestamp: 5, Key: []byte("k"), Value: []byte{0, 1, 2}, Headers: []record.Header{{Key: "h", Value: []byte("v")}}},
 		{Timestamp: 6, Key: nil, Value: []byte{}},
 	}, 0))
 	for cut := len(segmentMagic) + 1; cut < len(good); cut++ {
@@ -45,8 +46,8 @@ func TestSegmentCorruption(t *testing.T) {
 			continue // a cut at a frame boundary is a shorter, valid segment
 		}
 		frames, err := DecodeSegment("seg", good[:cut])
-		var ce *CorruptionError
-		if !errors.As(err, &ce) || ce.File != "seg" {
+		var ce *tier.CorruptError
+		if !errors.As(err, &ce) || ce.Key != "seg" {
 			t.Fatalf("truncated at %d: err %v", cut, err)
 		}
 		if cut > first && (len(frames) != 1 || ce.Offset != int64(first)) {
@@ -68,9 +69,9 @@ func FuzzDecodeSegment(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		frames, err := DecodeSegment("fuzz", data)
 		if err != nil {
-			var ce *CorruptionError
+			var ce *tier.CorruptError
 			if !errors.As(err, &ce) {
-				t.Fatalf("error is not a CorruptionError: %v", err)
+				t.Fatalf("error is not a tier.CorruptError: %v", err)
 			}
 			return
 		}

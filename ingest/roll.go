@@ -9,11 +9,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shalelog/shale/record"
+	"github.com/shalelog/shale/tier"
 	"github.com/shalelog/shale/tier/manifest"
 	"github.com/shalelog/shale/tier/object"
 )
 
-// segment is one hot segment file through its life: filling (Node.mu.cur),
+// segment is one hot segment file through its life: filling (Writer.mu.cur),
 // sealed and uploading, committed and held for reads, dropped.
 type segment struct {
 	path   string
@@ -71,7 +73,7 @@ func (s *segment) drop() {
 }
 
 // upload turns a sealed segment into one Arrow object in the store.
-func (n *Node) upload(s *segment) {
+func (n *Writer) upload(s *segment) {
 	defer close(s.uploaded)
 	n.opts.Hook("before-put")
 	data := s.mem
@@ -131,7 +133,7 @@ func (n *Node) upload(s *segment) {
 // objectKey names a new object. Keys sort by creation time, which lets a
 // garbage collector find old orphans (uploads whose commit never landed)
 // without reading the manifest for recent ones.
-func (n *Node) objectKey() string {
+func (n *Writer) objectKey() string {
 	var r [8]byte
 	_, _ = rand.Read(r[:])
 	return fmt.Sprintf("data/%013d-%s-%s.arrow", time.Now().UnixMilli(), n.opts.Node, hex.EncodeToString(r[:]))
@@ -163,7 +165,7 @@ func retry(ctx context.Context, f func() error) error {
 
 // commitLoop commits uploaded segments strictly in roll order, grouping
 // those already uploaded into one commit record.
-func (n *Node) commitLoop() {
+func (n *Writer) commitLoop() {
 	defer close(n.committed)
 	var next *segment
 	for {
@@ -199,7 +201,7 @@ func (n *Node) commitLoop() {
 	}
 }
 
-func (n *Node) commit(group []*segment) {
+func (n *Writer) commit(group []*segment) {
 	var objs []manifest.PendingObject
 	var ok []*segment
 	for _, s := range group {
@@ -288,7 +290,7 @@ func (s *segment) ack(r manifest.AppendResult) {
 
 // Holds reports whether this node holds the committed segment that became
 // object key.
-func (n *Node) Holds(key string) bool {
+func (n *Writer) Holds(key string) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.mu.hot[key] != nil
@@ -298,7 +300,7 @@ func (n *Node) Holds(key string) bool {
 // offset_delta `from` on, while this node still holds the segment that
 // became that object. Offsets in the result are deltas; the caller adds the
 // base. ok is false when the segment is not held here.
-func (n *Node) HotRecords(key, topic string, partition int32, from int64, maxRecords, maxBytes int) (recs []object.Record, ok bool, err error) {
+func (n *Writer) HotRecords(key, topic string, partition int32, from int64, maxRecords, maxBytes int) (recs []record.Record, ok bool, err error) {
 	n.mu.Lock()
 	s := n.mu.hot[key]
 	n.mu.Unlock()
@@ -322,7 +324,7 @@ func (n *Node) HotRecords(key, topic string, partition int32, from int64, maxRec
 		}
 		fr, _, err := decodeFrame(buf)
 		if err != nil {
-			return nil, false, &CorruptionError{File: s.path, Offset: f.off, Err: err}
+			return nil, false, &tier.CorruptError{What: "hot segment", Key: s.path, Offset: f.off, Err: err}
 		}
 		for j, r := range fr.Records {
 			d := f.delta + int64(j)

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/shalelog/shale/cache"
+	"github.com/shalelog/shale/record"
 	"github.com/shalelog/shale/tier"
 	"github.com/shalelog/shale/tier/manifest"
 	"github.com/shalelog/shale/tier/object"
@@ -25,7 +26,7 @@ var ErrOffsetOutOfRange = errors.New("offset out of range")
 // committed hot segments. HotRecords returns ok=false when it does not hold
 // the object.
 type Hot interface {
-	HotRecords(key, topic string, partition int32, from int64, maxRecords, maxBytes int) ([]object.Record, bool, error)
+	HotRecords(key, topic string, partition int32, from int64, maxRecords, maxBytes int) ([]record.Record, bool, error)
 	Holds(key string) bool
 }
 
@@ -65,7 +66,7 @@ func New(log *manifest.Log, store tier.Store, hot Hot, c *cache.Cache) *Merge {
 
 // Result is one read.
 type Result struct {
-	Records []object.Record
+	Records []record.Record
 	Start   int64 // the partition's first retained offset
 	End     int64 // the partition's end offset (high watermark) when read
 }
@@ -145,7 +146,7 @@ func (m *Merge) Read(ctx context.Context, topic string, partition int32, offset 
 
 // readEntry returns records of one entry from offset_delta from on, with
 // offsets as deltas.
-func (m *Merge) readEntry(ctx context.Context, topic string, partition int32, e *manifest.Entry, from int64, maxRecords, maxBytes int) (recs []object.Record, hot bool, err error) {
+func (m *Merge) readEntry(ctx context.Context, topic string, partition int32, e *manifest.Entry, from int64, maxRecords, maxBytes int) (recs []record.Record, hot bool, err error) {
 	if m.hot != nil {
 		recs, ok, err := m.hot.HotRecords(e.Object, topic, partition, from, maxRecords, maxBytes)
 		if err != nil {
@@ -162,8 +163,8 @@ func (m *Merge) readEntry(ctx context.Context, topic string, partition int32, e 
 func (m *Merge) isHot(key string) bool { return m.hot != nil && m.hot.Holds(key) }
 
 // storeEntry reads an entry's records from its object.
-func (m *Merge) storeEntry(ctx context.Context, e *manifest.Entry, from int64, maxRecords, maxBytes int) ([]object.Record, error) {
-	var out []object.Record
+func (m *Merge) storeEntry(ctx context.Context, e *manifest.Entry, from int64, maxRecords, maxBytes int) ([]record.Record, error) {
+	var out []record.Record
 	bytes := 0
 	for _, b := range e.Batches {
 		if b.Delta+b.Rows <= from {
@@ -197,7 +198,7 @@ const WholeObjectBytes = 32 << 20
 // batch returns one decoded batch. Its bytes come from the cache or the
 // store and are checked against the batch's CRC32C before decoding, on
 // every use.
-func (m *Merge) batch(ctx context.Context, e *manifest.Entry, b object.Batch) ([]object.Record, error) {
+func (m *Merge) batch(ctx context.Context, e *manifest.Entry, b object.Batch) ([]record.Record, error) {
 	data, err := m.batchBytes(ctx, e, b)
 	if err != nil {
 		return nil, err
@@ -243,7 +244,7 @@ func (m *Merge) batchBytes(ctx context.Context, e *manifest.Entry, b object.Batc
 		}
 		data := res.Val.([]byte)
 		if int64(len(data)) < b.Off+b.Len {
-			return nil, &object.CorruptError{Key: e.Object, Offset: int64(len(data)), Err: fmt.Errorf("object is %d bytes, batch ends at %d", len(data), b.Off+b.Len)}
+			return nil, &tier.CorruptError{What: "object", Key: e.Object, Offset: int64(len(data)), Err: fmt.Errorf("object is %d bytes, batch ends at %d", len(data), b.Off+b.Len)}
 		}
 		return data[b.Off : b.Off+b.Len], nil
 	}

@@ -10,9 +10,9 @@ import (
 
 	"github.com/shalelog/shale/cache"
 	"github.com/shalelog/shale/ingest"
+	"github.com/shalelog/shale/record"
 	"github.com/shalelog/shale/tier/fs"
 	"github.com/shalelog/shale/tier/manifest"
-	"github.com/shalelog/shale/tier/object"
 )
 
 // TestMergeAcrossTiers writes enough rolls that the node keeps only the
@@ -39,11 +39,11 @@ func TestMergeAcrossTiers(t *testing.T) {
 	}
 	var want []string
 	for i := range 60 {
-		var recs []object.Record
+		var recs []record.Record
 		for j := range 5 {
 			v := fmt.Sprintf("v%d-%d", i, j)
 			want = append(want, v)
-			recs = append(recs, object.Record{Timestamp: int64(1000 + i), Value: []byte(v)})
+			recs = append(recs, record.Record{Timestamp: int64(1000 + i), Value: []byte(v)})
 		}
 		if _, err := n.Append(ctx, "m", 0, recs); err != nil {
 			t.Fatal(err)
@@ -51,8 +51,8 @@ func TestMergeAcrossTiers(t *testing.T) {
 	}
 	hot := New(l, s, n, cache.New(1<<20))
 	cold := New(l, s, nil, cache.New(1<<20))
-	readAll := func(m *Merge) []object.Record {
-		var out []object.Record
+	readAll := func(m *Merge) []record.Record {
+		var out []record.Record
 		for off := int64(0); off < int64(len(want)); {
 			res, err := m.Read(ctx, "m", 0, off, 7, 1<<20, 0)
 			if err != nil {

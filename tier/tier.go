@@ -27,6 +27,24 @@ var (
 	ErrConflict = errors.New("conditional write conflict")
 )
 
+// CorruptError reports bytes that do not decode: a checksum or length
+// mismatch, a torn or truncated file, or data that breaks its format's
+// rules. What names the kind of thing ("object", "hot segment", "commit
+// record"), Key the object key or file, and Offset the byte where the bad
+// part starts.
+type CorruptError struct {
+	What   string
+	Key    string
+	Offset int64
+	Err    error
+}
+
+func (e *CorruptError) Error() string {
+	return fmt.Sprintf("corrupt %s %s at byte %d: %v", e.What, e.Key, e.Offset, e.Err)
+}
+
+func (e *CorruptError) Unwrap() error { return e.Err }
+
 // Attrs describes a stored object.
 type Attrs struct {
 	Key     string

@@ -13,6 +13,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+
 	"github.com/shalelog/shale/cache"
 	"github.com/shalelog/shale/reader"
 	"github.com/shalelog/shale/tier"

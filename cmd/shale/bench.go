@@ -19,10 +19,10 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/shalelog/shale/httpapi"
+	"github.com/shalelog/shale"
+	"github.com/shalelog/shale/record"
 	"github.com/shalelog/shale/tier"
 	"github.com/shalelog/shale/tier/manifest"
-	"github.com/shalelog/shale/tier/object"
 )
 
 // countingStore counts requests, and the data objects written, to report
@@ -296,12 +296,13 @@ func startProfile(base, phase string) (func(), error) {
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
-func startBenchNode(ctx context.Context, store tier.Store, nf nodeFlags, logger *slog.Logger) (*httpapi.Node, error) {
-	opts, err := nodeIngestOptions(nf)
+func startBenchNode(ctx context.Context, store tier.Store, nf nodeFlags, logger *slog.Logger) (*shale.Node, error) {
+	opts, err := nf.options()
 	if err != nil {
 		return nil, err
 	}
-	return httpapi.StartNode(ctx, store, httpapi.Config{Ingest: opts, CacheBytes: *nf.cacheBytes, Logger: logger})
+	opts.Logger = logger
+	return shale.Start(ctx, store, opts)
 }
 
 // rawStore PUTs then GETs objects of size bytes, inflight at a time, for
@@ -375,7 +376,7 @@ type produceStats struct {
 // produce runs producers for d. rate > 0 limits the total records/s. With
 // follow, a reader per partition long-polls and records end-to-end latency
 // (commit visible to a reader minus the record's timestamp).
-func produce(ctx context.Context, node *httpapi.Node, topic string, partitions, producers, batch, valueBytes int, d time.Duration, rate float64, follow bool) produceStats {
+func produce(ctx context.Context, node *shale.Node, topic string, partitions, producers, batch, valueBytes int, d time.Duration, rate float64, follow bool) produceStats {
 	var st produceStats
 	var mu sync.Mutex
 	// Values are distinct slices of a random pool: incompressible, like
@@ -423,10 +424,10 @@ func produce(ctx context.Context, node *httpapi.Node, topic string, partitions, 
 				}
 				p := int32(next.Add(1) % int64(partitions))
 				now := time.Now()
-				recs := make([]object.Record, batch)
+				recs := make([]record.Record, batch)
 				for j := range recs {
 					off := mrand.IntN(len(pool) - valueBytes)
-					recs[j] = object.Record{Timestamp: now.UnixMilli(), Key: []byte(strconv.Itoa(j)), Value: pool[off : off+valueBytes]}
+					recs[j] = record.Record{Timestamp: now.UnixMilli(), Key: []byte(strconv.Itoa(j)), Value: pool[off : off+valueBytes]}
 				}
 				_, err := node.Ingest.Append(ctx, topic, p, recs)
 				lat := float64(time.Since(now).Microseconds()) / 1000

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/shalelog/shale/httpapi"
-	"github.com/shalelog/shale/tier/object"
+	"github.com/shalelog/shale/record"
 )
 
 // clientFlags select the server a client command talks to: a running one
@@ -42,13 +42,14 @@ func (cf clientFlags) connect(ctx context.Context, stderr io.Writer) (*httpapi.C
 	if err != nil {
 		return nil, nil, err
 	}
-	addr, err := n.Listen("127.0.0.1:0")
+	srv := httpapi.New(n, httpapi.DefaultLimits())
+	addr, err := srv.Listen("127.0.0.1:0")
 	if err != nil {
 		cleanup()
 		return nil, nil, err
 	}
 	return httpapi.NewClient(addr), func() {
-		if err := cleanup(); err != nil {
+		if err := errors.Join(srv.Close(), cleanup()); err != nil {
 			fmt.Fprintf(stderr, "close node: %v\n", err)
 		}
 	}, nil
@@ -188,7 +189,7 @@ func runProduce(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		if !ok {
 			break
 		}
-		recs := []object.Record{{Key: k, Value: line}}
+		recs := []record.Record{{Key: k, Value: line}}
 	fill:
 		for len(recs) < *batch {
 			select {
@@ -196,7 +197,7 @@ func runProduce(ctx context.Context, args []string, stdin io.Reader, stdout, std
 				if !ok {
 					break fill
 				}
-				recs = append(recs, object.Record{Key: k, Value: line})
+				recs = append(recs, record.Record{Key: k, Value: line})
 			default:
 				break fill
 			}
@@ -286,7 +287,7 @@ func runConsume(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	)
 	enc := json.NewEncoder(stdout)
 	w := bufio.NewWriter(stdout)
-	emit := func(p int32, recs []object.Record) bool {
+	emit := func(p int32, recs []record.Record) bool {
 		mu.Lock()
 		defer mu.Unlock()
 		defer w.Flush()
@@ -327,7 +328,7 @@ func runConsume(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	return errors.Join(errs...)
 }
 
-func consumePartition(ctx context.Context, c *httpapi.Client, topic string, p int32, start, end, offset int64, from *time.Time, follow bool, emit func(int32, []object.Record) bool) error {
+func consumePartition(ctx context.Context, c *httpapi.Client, topic string, p int32, start, end, offset int64, from *time.Time, follow bool, emit func(int32, []record.Record) bool) error {
 	next := start
 	switch {
 	case from != nil:

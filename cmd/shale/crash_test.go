@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/shalelog/shale/httpapi"
-	"github.com/shalelog/shale/tier/object"
+	"github.com/shalelog/shale/record"
 )
 
 // ack is one acknowledged produce: batch b of writer w, at offsets
@@ -40,11 +40,11 @@ func writers(t *testing.T, urls []string, topic string, partitions, n, batch int
 				default:
 				}
 				p := int32((w + b) % partitions)
-				recs := make([]object.Record, batch)
+				recs := make([]record.Record, batch)
 				vals := make([]string, batch)
 				for i := range recs {
 					vals[i] = fmt.Sprintf("w%d-b%d-r%d", w, b, i)
-					recs[i] = object.Record{Key: []byte(fmt.Sprint("w", w)), Value: []byte(vals[i])}
+					recs[i] = record.Record{Key: []byte(fmt.Sprint("w", w)), Value: []byte(vals[i])}
 				}
 				res, err := c.Produce(context.Background(), topic, p, recs)
 				if err != nil {
@@ -64,10 +64,10 @@ func writers(t *testing.T, urls []string, topic string, partitions, n, batch int
 }
 
 // readAll reads every record of every partition through the server.
-func readAll(t *testing.T, url, topic string, partitions int) [][]object.Record {
+func readAll(t *testing.T, url, topic string, partitions int) [][]record.Record {
 	t.Helper()
 	c := httpapi.NewClient(url)
-	out := make([][]object.Record, partitions)
+	out := make([][]record.Record, partitions)
 	for p := range partitions {
 		d, err := c.Describe(context.Background(), topic)
 		if err != nil {
@@ -93,7 +93,7 @@ func readAll(t *testing.T, url, topic string, partitions int) [][]object.Record 
 // 0 and are contiguous, every acknowledged record is at its acknowledged
 // offset, and every batch in the log, acknowledged or not, is whole and
 // contiguous (never a partial batch).
-func verifyLog(t *testing.T, log [][]object.Record, acks []ack, batch int) {
+func verifyLog(t *testing.T, log [][]record.Record, acks []ack, batch int) {
 	t.Helper()
 	for p, recs := range log {
 		for i, r := range recs {

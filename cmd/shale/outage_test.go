@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/shalelog/shale/httpapi"
-	"github.com/shalelog/shale/tier/object"
+	"github.com/shalelog/shale/record"
 	"github.com/shalelog/shale/tier/tiertest"
 )
 
@@ -28,7 +28,7 @@ func TestStoreOutage(t *testing.T) {
 	}
 	var acked []string
 	produce := func(v string) error {
-		_, err := c.Produce(ctx, "o", 0, []object.Record{{Value: []byte(v)}})
+		_, err := c.Produce(ctx, "o", 0, []record.Record{{Value: []byte(v)}})
 		if err == nil {
 			acked = append(acked, v)
 		}

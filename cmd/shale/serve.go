@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,8 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/shalelog/shale"
 	"github.com/shalelog/shale/httpapi"
-	"github.com/shalelog/shale/ingest"
 	"github.com/shalelog/shale/tier"
 	_ "github.com/shalelog/shale/tier/fs"
 	_ "github.com/shalelog/shale/tier/minio"
@@ -42,42 +43,42 @@ type nodeFlags struct {
 }
 
 func addNodeFlags(f flags, store string) nodeFlags {
+	d := shale.DefaultOptions()
 	return nodeFlags{
 		store:      f.String("store", store, "object store URL: file://DIR, s3://BUCKET/PREFIX (AWS chain: AWS_ENDPOINT_URL_S3, AWS_REGION, ...) or minio://HOST:PORT/BUCKET/PREFIX"),
 		hotDir:     f.String("hot-dir", "", "directory for hot segments, one per process (default: a new temporary directory)"),
-		rollBytes:  f.Int64("roll-bytes", 16<<20, "roll a hot segment into an object at this size"),
-		rollAge:    f.Duration("roll-age", 250*time.Millisecond, "roll a hot segment this long after its first append"),
-		cacheBytes: f.Int64("cache-bytes", 256<<20, "bytes of decoded object batches cached for reads"),
-		inflight:   f.Int("max-inflight-rolls", 4, "rolled segments uploading or committing at once; more producers wait (back-pressure)"),
-		hotBytes:   f.Int64("hot-bytes", 256<<20, "bytes of committed hot segments kept locally for reads"),
-		maxBatch:   f.Int64("max-batch-bytes", 8<<20, "largest accepted produce batch, encoded"),
-		compress:   f.String("compression", "lz4", "Arrow buffer compression of new objects: lz4, zstd or none (none is readable by every Arrow reader, including those without codecs)"),
-		storeWait:  f.Duration("store-timeout", 30*time.Second, "how long a roll's upload and commit retry a failing store before its producers get an error"),
+		rollBytes:  f.Int64("roll-bytes", d.RollBytes, "roll a hot segment into an object at this size"),
+		rollAge:    f.Duration("roll-age", d.RollAge, "roll a hot segment this long after its first append"),
+		cacheBytes: f.Int64("cache-bytes", d.CacheBytes, "bytes of decoded object batches cached for reads"),
+		inflight:   f.Int("max-inflight-rolls", d.MaxInflightRolls, "rolled segments uploading or committing at once; more producers wait (back-pressure)"),
+		hotBytes:   f.Int64("hot-bytes", d.HotBytes, "bytes of committed hot segments kept locally for reads"),
+		maxBatch:   f.Int64("max-batch-bytes", int64(d.MaxBatchBytes), "largest accepted produce batch, encoded"),
+		compress:   f.String("compression", d.Compression.String(), "Arrow buffer compression of new objects: lz4, zstd or none (none is readable by every Arrow reader, including those without codecs)"),
+		storeWait:  f.Duration("store-timeout", d.StoreTimeout, "how long a roll's upload and commit retry a failing store before its producers get an error"),
 	}
 }
 
 // start opens the store and starts a node. The returned cleanup closes the
 // node and the store and removes a temporary hot directory.
-func (nf nodeFlags) start(ctx context.Context, logger *slog.Logger) (*httpapi.Node, func() error, error) {
-	opts, err := nodeIngestOptions(nf)
+func (nf nodeFlags) start(ctx context.Context, logger *slog.Logger) (*shale.Node, func() error, error) {
+	opts, err := nf.options()
 	if err != nil {
 		return nil, nil, err
 	}
+	opts.Logger = logger
 	store, err := tier.Open(ctx, *nf.store)
 	if err != nil {
 		return nil, nil, err
 	}
-	hot := *nf.hotDir
 	tmp := ""
-	if hot == "" {
+	if opts.HotDir == "" {
 		if tmp, err = os.MkdirTemp("", "shale-hot-"); err != nil {
 			store.Close()
 			return nil, nil, err
 		}
-		hot = tmp
+		opts.HotDir = tmp
 	}
-	opts.Dir = hot
-	n, err := httpapi.StartNode(ctx, store, httpapi.Config{Ingest: opts, CacheBytes: *nf.cacheBytes, Logger: logger})
+	n, err := shale.Start(ctx, store, opts)
 	if err != nil {
 		store.Close()
 		if tmp != "" {
@@ -95,16 +96,24 @@ func (nf nodeFlags) start(ctx context.Context, logger *slog.Logger) (*httpapi.No
 	}, nil
 }
 
-func nodeIngestOptions(nf nodeFlags) (ingest.Options, error) {
+// options are the node options the flags give.
+func (nf nodeFlags) options() (shale.Options, error) {
 	c, err := object.ParseCompression(*nf.compress)
 	if err != nil {
-		return ingest.Options{}, fmt.Errorf("--compression: %w", err)
+		return shale.Options{}, fmt.Errorf("--compression: %w", err)
 	}
-	return ingest.Options{
-		Dir: *nf.hotDir, RollBytes: *nf.rollBytes, RollAge: *nf.rollAge, MaxInflight: *nf.inflight,
-		HotBytes: *nf.hotBytes, MaxBatchBytes: int(*nf.maxBatch), StoreTimeout: *nf.storeWait,
-		Compression: c, Hook: crashHook(),
-	}, nil
+	opts := shale.DefaultOptions()
+	opts.HotDir = *nf.hotDir
+	opts.RollBytes = *nf.rollBytes
+	opts.RollAge = *nf.rollAge
+	opts.MaxInflightRolls = *nf.inflight
+	opts.HotBytes = *nf.hotBytes
+	opts.MaxBatchBytes = int(*nf.maxBatch)
+	opts.StoreTimeout = *nf.storeWait
+	opts.CacheBytes = *nf.cacheBytes
+	opts.Compression = c
+	opts.Hook = crashHook()
+	return opts, nil
 }
 
 // crashHook reads SHALE_CRASH_AT=STAGE[:N], a testing aid: the process
@@ -147,7 +156,8 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	if err != nil {
 		return err
 	}
-	addr, err := n.Listen(*listen)
+	srv := httpapi.New(n, httpapi.DefaultLimits())
+	addr, err := srv.Listen(*listen)
 	if err != nil {
 		cleanup()
 		return err
@@ -156,5 +166,5 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fmt.Fprintf(stdout, "shale listening on http://%s (store %s)\n", addr, n.Store)
 	<-ctx.Done()
 	logger.Info("shutting down: committing accepted records")
-	return cleanup()
+	return errors.Join(srv.Close(), cleanup())
 }

@@ -166,7 +166,7 @@ func (l *Log) catchUp(ctx context.Context) error {
 	window := 1
 	for {
 		next := l.Seq() + 1
-		recs := make([]*Record, window)
+		recs := make([]*Commit, window)
 		errs := make([]error, window)
 		var wg sync.WaitGroup
 		for i := range window {
@@ -177,7 +177,7 @@ func (l *Log) catchUp(ctx context.Context) error {
 					errs[i] = err
 					return
 				}
-				recs[i], errs[i] = decodeRecord(key, data)
+				recs[i], errs[i] = decodeCommit(key, data)
 			})
 		}
 		wg.Wait()
@@ -188,15 +188,15 @@ func (l *Log) catchUp(ctx context.Context) error {
 			if errs[i] != nil {
 				return fmt.Errorf("read commit log: %w", errs[i])
 			}
-			l.applyRecord(recs[i])
+			l.applyCommit(recs[i])
 		}
 		window = min(2*window, 16)
 	}
 }
 
-// applyRecord applies r if it is the next record; records already applied
+// applyCommit applies r if it is the next record; records already applied
 // (a node's own commit seen again by a concurrent Sync) are ignored.
-func (l *Log) applyRecord(r *Record) bool {
+func (l *Log) applyCommit(r *Commit) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if r.Seq != l.mu.state.Seq+1 {
@@ -265,7 +265,7 @@ func (l *Log) View(f func(*State)) {
 // called several times, once per attempt, and returns the operations to
 // write (or an error, which ends the commit). It returns the record as
 // written.
-func (l *Log) commit(ctx context.Context, build func(*State) ([]Op, error)) (*Record, error) {
+func (l *Log) commit(ctx context.Context, build func(*State) ([]Op, error)) (*Commit, error) {
 	if err := acquire(ctx, l.commitSem); err != nil {
 		return nil, fmt.Errorf("commit: waiting for this node's previous commit: %w", err)
 	}
@@ -288,7 +288,7 @@ func (l *Log) commit(ctx context.Context, build func(*State) ([]Op, error)) (*Re
 		if len(ops) == 0 {
 			return nil, nil
 		}
-		rec := &Record{Version: FormatVersion, Seq: seq, ID: id, Node: l.opts.Node, TimeMs: time.Now().UnixMilli(), Ops: ops}
+		rec := &Commit{Version: FormatVersion, Seq: seq, ID: id, Node: l.opts.Node, TimeMs: time.Now().UnixMilli(), Ops: ops}
 		data, err := json.Marshal(rec)
 		if err != nil {
 			return nil, fmt.Errorf("encode commit record: %w", err)
@@ -298,7 +298,7 @@ func (l *Log) commit(ctx context.Context, build func(*State) ([]Op, error)) (*Re
 			return nil, err
 		}
 		if won {
-			l.applyRecord(rec)
+			l.applyCommit(rec)
 			l.maybeCheckpoint(seq)
 			return rec, nil
 		}
@@ -324,7 +324,7 @@ func (l *Log) commit(ctx context.Context, build func(*State) ([]Op, error)) (*Re
 // whose it is; with nothing there yet, writing again is safe, since every
 // attempt writes the same record. put returns false only after reading
 // another node's record at rec.Seq, so a lost record can never land later.
-func (l *Log) put(ctx context.Context, rec *Record, data []byte) (bool, error) {
+func (l *Log) put(ctx context.Context, rec *Commit, data []byte) (bool, error) {
 	key := LogKey(rec.Seq)
 	b := backoff{}
 	for {
@@ -351,7 +351,7 @@ func (l *Log) readID(ctx context.Context, key string) (id string, found bool, er
 	if err != nil {
 		return "", false, err
 	}
-	r, err := decodeRecord(key, data)
+	r, err := decodeCommit(key, data)
 	if err != nil {
 		return "", false, err
 	}

@@ -166,7 +166,7 @@ func (s *State) partition(topic, id string, p int32) (*Partition, error) {
 // applying the same records gets the same state. Operations that do not fit
 // the state (which a correct writer never produces) are skipped the same way
 // on every node.
-func (s *State) apply(r *Record) {
+func (s *State) apply(r *Commit) {
 	for _, op := range r.Ops {
 		switch {
 		case op.CreateTopic != nil:

@@ -6,6 +6,9 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"testing"
+
+	"github.com/shalelog/shale/record"
+	"github.com/shalelog/shale/tier"
 )
 
 // seedParts returns small objects' worth of parts, varied enough that the
@@ -14,11 +17,11 @@ import (
 func seedParts() [][]Part {
 	rng := rand.New(rand.NewPCG(13, 14))
 	return [][]Part{
-		{{Topic: "t", Partition: 0, Records: []Record{{Timestamp: 1, Key: []byte("k"), Value: []byte("v")}}}},
+		{{Topic: "t", Partition: 0, Records: []record.Record{{Timestamp: 1, Key: []byte("k"), Value: []byte("v")}}}},
 		{{Topic: "a", Partition: 1, Records: genRecords(rng, 6, 8)}, {Topic: "b", Partition: 2, Records: genRecords(rng, 3, 4)}},
-		{{Topic: "nil", Partition: 0, Records: []Record{{}, {Key: []byte{}, Value: []byte{}, Headers: []Header{{}}}}}},
+		{{Topic: "nil", Partition: 0, Records: []record.Record{{}, {Key: []byte{}, Value: []byte{}, Headers: []record.Header{{}}}}}},
 		// Two batches of one part.
-		{{Topic: "s", Partition: 3, Records: []Record{{Value: make([]byte, MaxBatchBytes)}, {Value: []byte("x")}}}},
+		{{Topic: "s", Partition: 3, Records: []record.Record{{Value: make([]byte, MaxBatchBytes)}, {Value: []byte("x")}}}},
 	}
 }
 
@@ -33,28 +36,28 @@ func FuzzDecodeRecords(f *testing.F) {
 				if len(p.Records[i].Value) > 64 {
 					continue
 				}
-				b = AppendRecord(b, &p.Records[i])
+				b = record.Append(b, &p.Records[i])
 			}
 			f.Add(b)
 		}
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		recs, err := DecodeRecords(data)
+		recs, err := record.DecodeAll(data)
 		if err != nil {
-			if !errors.Is(err, ErrMalformed) {
-				t.Fatalf("error %v does not wrap ErrMalformed", err)
+			if !errors.Is(err, record.ErrMalformed) {
+				t.Fatalf("error %v does not wrap record.ErrMalformed", err)
 			}
 			return
 		}
 		var enc []byte
 		for i := range recs {
-			enc = AppendRecord(enc, &recs[i])
+			enc = record.Append(enc, &recs[i])
 		}
 		// The input may use longer varints than AppendRecord writes.
 		if len(enc) > len(data) {
 			t.Fatalf("re-encoding %d bytes gave %d", len(data), len(enc))
 		}
-		again, err := DecodeRecords(enc)
+		again, err := record.DecodeAll(enc)
 		if err != nil {
 			t.Fatalf("decode re-encoded records: %v", err)
 		}
@@ -90,9 +93,9 @@ func FuzzDecodeBatch(f *testing.F) {
 			if recs != nil {
 				t.Fatal("DecodeBatch returned records and an error")
 			}
-			var ce *CorruptError
+			var ce *tier.CorruptError
 			if !errors.As(err, &ce) || ce.Key != "fuzz" || ce.Offset != 4096 {
-				t.Fatalf("error %v is not a CorruptError for fuzz at 4096", err)
+				t.Fatalf("error %v is not a tier.CorruptError for fuzz at 4096", err)
 			}
 			return
 		}
@@ -136,9 +139,9 @@ func FuzzDecode(f *testing.F) {
 			if parts != nil {
 				t.Fatal("Decode returned parts and an error")
 			}
-			var ce *CorruptError
+			var ce *tier.CorruptError
 			if !errors.As(err, &ce) || ce.Key != "fuzz" {
-				t.Fatalf("error %v is not a CorruptError for fuzz", err)
+				t.Fatalf("error %v is not a tier.CorruptError for fuzz", err)
 			}
 			return
 		}

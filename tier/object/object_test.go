@@ -15,6 +15,9 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/shalelog/shale/record"
+	"github.com/shalelog/shale/tier"
 )
 
 var compressions = []Compression{CompressionLZ4, CompressionZstd, CompressionNone}
@@ -23,8 +26,8 @@ var compressions = []Compression{CompressionLZ4, CompressionZstd, CompressionNon
 // apart: nil and empty keys and values, arbitrary binary bytes, no
 // headers, an empty header slice, and headers with nil, empty and binary
 // values. valueSize is the typical value length.
-func genRecords(rng *rand.Rand, n, valueSize int) []Record {
-	recs := make([]Record, n)
+func genRecords(rng *rand.Rand, n, valueSize int) []record.Record {
+	recs := make([]record.Record, n)
 	for i := range recs {
 		r := &recs[i]
 		r.Offset = rng.Int64() // ignored by Encode
@@ -48,9 +51,9 @@ func genRecords(rng *rand.Rand, n, valueSize int) []Record {
 		switch i % 3 {
 		case 0:
 		case 1:
-			r.Headers = []Header{}
+			r.Headers = []record.Header{}
 		default:
-			r.Headers = []Header{
+			r.Headers = []record.Header{
 				{Key: "trace-id", Value: randBytes(rng, 16)},
 				{Key: "", Value: nil},
 				{Key: "ключ", Value: []byte{}},
@@ -78,8 +81,8 @@ func randBytes(rng *rand.Rand, n int) []byte {
 // want is what decoding p must return: Offset is the record's position,
 // and an empty header slice comes back as nil (Arrow stores both as an
 // empty list). Keys and values keep nil apart from empty.
-func want(recs []Record, base int64) []Record {
-	out := make([]Record, len(recs))
+func want(recs []record.Record, base int64) []record.Record {
+	out := make([]record.Record, len(recs))
 	for i, r := range recs {
 		r.Offset = base + int64(i)
 		if len(r.Headers) == 0 {
@@ -92,7 +95,7 @@ func want(recs []Record, base int64) []Record {
 
 // equalRecords is reflect.DeepEqual, which tells a nil slice from an empty
 // one, with a readable first difference.
-func equalRecords(t *testing.T, what string, got, want []Record) {
+func equalRecords(t *testing.T, what string, got, want []record.Record) {
 	t.Helper()
 	if len(got) != len(want) {
 		t.Fatalf("%s: got %d records, want %d", what, len(got), len(want))
@@ -116,12 +119,12 @@ func encode(t *testing.T, parts []Part, c Compression) ([]byte, []PartIndex) {
 func TestRoundTrip(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	cases := map[string][]Part{
-		"one record": {{Topic: "t", Partition: 0, Records: []Record{{Timestamp: 5, Key: []byte("k"), Value: []byte("v")}}}},
-		"nil and empty": {{Topic: "nil-empty", Partition: 3, Records: []Record{
+		"one record": {{Topic: "t", Partition: 0, Records: []record.Record{{Timestamp: 5, Key: []byte("k"), Value: []byte("v")}}}},
+		"nil and empty": {{Topic: "nil-empty", Partition: 3, Records: []record.Record{
 			{Key: nil, Value: nil},
 			{Key: []byte{}, Value: []byte{}},
-			{Key: nil, Value: []byte{}, Headers: []Header{{Key: "", Value: nil}}},
-			{Key: []byte{}, Value: nil, Headers: []Header{{Key: "h", Value: []byte{}}}},
+			{Key: nil, Value: []byte{}, Headers: []record.Header{{Key: "", Value: nil}}},
+			{Key: []byte{}, Value: nil, Headers: []record.Header{{Key: "h", Value: []byte{}}}},
 			{Timestamp: -1, Key: []byte{0}, Value: []byte{0xff}},
 		}}},
 		"mixed parts": {
@@ -137,8 +140,8 @@ func TestRoundTrip(t *testing.T) {
 		},
 		"split by rows": {{Topic: "tiny", Partition: 1, Records: genRecords(rng, 2*MaxBatchRows+100, 2)}},
 		"huge record": {{Topic: "huge", Partition: 0, Records: append(genRecords(rng, 3, 10),
-			Record{Value: bytes.Repeat([]byte("x"), 3*MaxBatchBytes)},
-			Record{Key: []byte("after")})}},
+			record.Record{Value: bytes.Repeat([]byte("x"), 3*MaxBatchBytes)},
+			record.Record{Key: []byte("after")})}},
 	}
 	for name, parts := range cases {
 		for _, c := range compressions {
@@ -247,18 +250,18 @@ func checkIndex(t *testing.T, data []byte, parts []Part, index []PartIndex) {
 func TestSplitting(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	cases := map[string]struct {
-		recs []Record
+		recs []record.Record
 		rows []int64
 	}{
 		"rows": {
-			recs: make([]Record, 2*MaxBatchRows+5),
+			recs: make([]record.Record, 2*MaxBatchRows+5),
 			rows: []int64{MaxBatchRows, MaxBatchRows, 5},
 		},
 		"bytes": {
 			// 1000 records of 1000 value bytes plus a 1-byte topic fit
 			// 1047 to a MiB.
-			recs: func() []Record {
-				r := make([]Record, 2500)
+			recs: func() []record.Record {
+				r := make([]record.Record, 2500)
 				for i := range r {
 					r[i].Value = randBytes(rng, 1000)
 				}
@@ -267,7 +270,7 @@ func TestSplitting(t *testing.T) {
 			rows: []int64{1047, 1047, 406},
 		},
 		"big record alone": {
-			recs: []Record{{Value: []byte("a")}, {Value: make([]byte, MaxBatchBytes+1)}, {Value: []byte("b")}},
+			recs: []record.Record{{Value: []byte("a")}, {Value: make([]byte, MaxBatchBytes+1)}, {Value: []byte("b")}},
 			rows: []int64{1, 1, 1},
 		},
 	}
@@ -286,9 +289,9 @@ func TestSplitting(t *testing.T) {
 }
 
 func TestEncodeParts(t *testing.T) {
-	one := []Record{{Value: []byte("v")}}
+	one := []record.Record{{Value: []byte("v")}}
 	t.Run("empty parts write nothing", func(t *testing.T) {
-		data, index := encode(t, []Part{{Topic: "a"}, {Topic: "b", Records: one}, {Topic: "c", Records: []Record{}}}, CompressionLZ4)
+		data, index := encode(t, []Part{{Topic: "a"}, {Topic: "b", Records: one}, {Topic: "c", Records: []record.Record{}}}, CompressionLZ4)
 		wantIndex := []PartIndex{
 			{Topic: "a"},
 			{Topic: "b", Count: 1, Bytes: index[1].Bytes, Batches: index[1].Batches},
@@ -332,26 +335,26 @@ func TestEncodeParts(t *testing.T) {
 		}
 	})
 	t.Run("too many headers", func(t *testing.T) {
-		r := Record{Headers: make([]Header, MaxHeaders+1)}
-		if _, _, err := Encode([]Part{{Topic: "a", Records: []Record{r}}}, CompressionLZ4); err == nil {
+		r := record.Record{Headers: make([]record.Header, record.MaxHeaders+1)}
+		if _, _, err := Encode([]Part{{Topic: "a", Records: []record.Record{r}}}, CompressionLZ4); err == nil {
 			t.Fatal("Encode of a record with too many headers succeeded")
 		}
 	})
 }
 
-// wantCorrupt checks that err is a *CorruptError for key at offset off
+// wantCorrupt checks that err is a *tier.CorruptError for key at offset off
 // (off < 0: any offset).
 func wantCorrupt(t *testing.T, err error, key string, off int64) {
 	t.Helper()
-	var ce *CorruptError
+	var ce *tier.CorruptError
 	if !errors.As(err, &ce) {
-		t.Fatalf("error %v (%T), want *CorruptError", err, err)
+		t.Fatalf("error %v (%T), want *tier.CorruptError", err, err)
 	}
 	if ce.Key != key || (off >= 0 && ce.Offset != off) {
-		t.Fatalf("CorruptError for %s at %d, want %s at %d", ce.Key, ce.Offset, key, off)
+		t.Fatalf("tier.CorruptError for %s at %d, want %s at %d", ce.Key, ce.Offset, key, off)
 	}
 	if !strings.HasPrefix(ce.Error(), fmt.Sprintf("corrupt object %s at byte %d: ", key, ce.Offset)) || errors.Unwrap(ce) != ce.Err {
-		t.Fatalf("CorruptError formats as %q", ce.Error())
+		t.Fatalf("tier.CorruptError formats as %q", ce.Error())
 	}
 }
 
@@ -623,10 +626,10 @@ func TestDecodeStockWriter(t *testing.T) {
 	mem := memory.NewGoAllocator()
 	b := array.NewRecordBuilder(mem, schema)
 	defer b.Release()
-	recs := []Record{
-		{Timestamp: 10, Key: []byte("a"), Value: []byte("1"), Headers: []Header{{Key: "h", Value: nil}, {Key: "i", Value: []byte{}}}},
+	recs := []record.Record{
+		{Timestamp: 10, Key: []byte("a"), Value: []byte("1"), Headers: []record.Header{{Key: "h", Value: nil}, {Key: "i", Value: []byte{}}}},
 		{Timestamp: 20, Key: nil, Value: []byte{}},
-		{Timestamp: 30, Key: []byte{}, Value: nil, Headers: []Header{{Key: "j", Value: []byte{1}}}},
+		{Timestamp: 30, Key: []byte{}, Value: nil, Headers: []record.Header{{Key: "j", Value: []byte{1}}}},
 	}
 	for i, r := range recs {
 		b.Field(colTopic).(*array.StringBuilder).Append("t")
@@ -685,8 +688,8 @@ func TestDecodeStockWriter(t *testing.T) {
 }
 
 func TestCompressionSavesSpace(t *testing.T) {
-	text := make([]Record, 2000)
-	noise := make([]Record, 2000)
+	text := make([]record.Record, 2000)
+	noise := make([]record.Record, 2000)
 	rng := rand.New(rand.NewPCG(9, 10))
 	for i := range text {
 		text[i].Value = fmt.Appendf(nil, `{"id":%d,"user":"user-%d","status":"ok","items":[1,2,3],"pad":"%s"}`, i, i%97, strings.Repeat("x", 900))
@@ -753,9 +756,9 @@ func benchParts(size, n int) ([]Part, int) {
 			v = fmt.Appendf(v, `{"type":"%s","where":"%s","ms":%d},`, words[rng.IntN(len(words))], words[rng.IntN(len(words))], rng.IntN(100000))
 		}
 		v = append(v[:len(v)-1], ']', '}')
-		r := Record{Timestamp: 1_700_000_000_000 + int64(i), Key: fmt.Appendf(nil, "key-%012d", i), Value: v}
+		r := record.Record{Timestamp: 1_700_000_000_000 + int64(i), Key: fmt.Appendf(nil, "key-%012d", i), Value: v}
 		if i%4 == 0 {
-			r.Headers = []Header{{Key: "trace", Value: fmt.Appendf(nil, "%016x", rng.Uint64())}}
+			r.Headers = []record.Header{{Key: "trace", Value: fmt.Appendf(nil, "%016x", rng.Uint64())}}
 		}
 		p := &parts[rng.IntN(n)]
 		p.Records = append(p.Records, r)

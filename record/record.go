@@ -1,9 +1,8 @@
-// Package object holds shale's record model and the byte layouts it
-// persists for records: the Arrow IPC object that a roll writes to the
-// store (object.go) and the compact binary record encoding used in hot
-// segment frames and on the HTTP API (this file). Both are documented
-// under docs/format/.
-package object
+// Package record is shale's record model, used by every layer: the Record
+// itself, the limits every record must meet, the compact binary record
+// encoding of hot segment frames and the HTTP API
+// (docs/format/records.md), and Kafka's default key partitioner.
+package record
 
 import (
 	"encoding/binary"
@@ -63,8 +62,8 @@ var ErrMalformed = errors.New("malformed record encoding")
 // Lengths are varints so that small records cost a few bytes of framing;
 // the encoding is self-delimiting so records can be concatenated.
 
-// AppendRecord appends the encoding of r to b.
-func AppendRecord(b []byte, r *Record) []byte {
+// Append appends the encoding of r to b.
+func Append(b []byte, r *Record) []byte {
 	b = binary.AppendVarint(b, r.Offset)
 	b = binary.AppendVarint(b, r.Timestamp)
 	b = appendNullable(b, r.Key)
@@ -86,9 +85,9 @@ func appendNullable(b, v []byte) []byte {
 	return append(b, v...)
 }
 
-// DecodeRecord decodes one record from the front of b and returns the
+// Decode decodes one record from the front of b and returns the
 // number of bytes it used. Key, Value and header values alias b.
-func DecodeRecord(b []byte) (Record, int, error) {
+func Decode(b []byte) (Record, int, error) {
 	d := decoder{b: b}
 	var r Record
 	r.Offset = d.varint()
@@ -113,11 +112,11 @@ func DecodeRecord(b []byte) (Record, int, error) {
 	return r, d.off, nil
 }
 
-// DecodeRecords decodes a concatenation of records.
-func DecodeRecords(b []byte) ([]Record, error) {
+// DecodeAll decodes a concatenation of records.
+func DecodeAll(b []byte) ([]Record, error) {
 	var out []Record
 	for off := 0; off < len(b); {
-		r, n, err := DecodeRecord(b[off:])
+		r, n, err := Decode(b[off:])
 		if err != nil {
 			return nil, fmt.Errorf("record %d at byte %d: %w", len(out), off, err)
 		}

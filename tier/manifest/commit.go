@@ -9,9 +9,9 @@ import (
 // writes and the newest it reads.
 const FormatVersion = 1
 
-// Record is one commit: a numbered, immutable set of operations applied
+// Commit is one commit: a numbered, immutable set of operations applied
 // atomically (docs/format/manifest.md).
-type Record struct {
+type Commit struct {
 	Version int    `json:"v"`
 	Seq     int64  `json:"seq"`
 	ID      string `json:"id"` // random; tells a writer whether an ambiguous write was its own
@@ -50,8 +50,8 @@ type AppendPart struct {
 	Span
 }
 
-func decodeRecord(key string, data []byte) (*Record, error) {
-	var r Record
+func decodeCommit(key string, data []byte) (*Commit, error) {
+	var r Commit
 	if err := json.Unmarshal(data, &r); err != nil {
 		return nil, fmt.Errorf("decode commit record %s: %w", key, err)
 	}

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/shalelog/shale/record"
 	"github.com/shalelog/shale/tier"
 	"github.com/shalelog/shale/tier/manifest"
 	"github.com/shalelog/shale/tier/object"
@@ -35,7 +36,7 @@ var (
 	ErrClosed = errors.New("ingest node closed")
 )
 
-// Options configure a Node. Zero values take the defaults noted.
+// Options configure a Writer. Zero values take the defaults noted.
 type Options struct {
 	Dir           string        // hot segment directory; required
 	RollBytes     int64         // roll when a segment holds this much; default 16 MiB
@@ -53,24 +54,41 @@ type Options struct {
 	Hook func(stage string)
 }
 
+// DefaultOptions are the defaults of every setting, the one place they
+// are written; shale.DefaultOptions builds on them.
+func DefaultOptions() Options {
+	return Options{
+		RollBytes:     16 << 20,
+		RollAge:       250 * time.Millisecond,
+		MaxInflight:   4,
+		HotBytes:      256 << 20,
+		MaxBatchBytes: 8 << 20,
+		Compression:   object.CompressionLZ4,
+		StoreTimeout:  30 * time.Second,
+	}
+}
+
+// defaults fills zero values from DefaultOptions, so tests can set only
+// what they vary.
 func (o *Options) defaults() {
+	d := DefaultOptions()
 	if o.RollBytes <= 0 {
-		o.RollBytes = 16 << 20
+		o.RollBytes = d.RollBytes
 	}
 	if o.RollAge <= 0 {
-		o.RollAge = 250 * time.Millisecond
+		o.RollAge = d.RollAge
 	}
 	if o.MaxInflight <= 0 {
-		o.MaxInflight = 4
+		o.MaxInflight = d.MaxInflight
 	}
 	if o.HotBytes <= 0 {
-		o.HotBytes = 256 << 20
+		o.HotBytes = d.HotBytes
 	}
 	if o.MaxBatchBytes <= 0 {
-		o.MaxBatchBytes = 8 << 20
+		o.MaxBatchBytes = d.MaxBatchBytes
 	}
 	if o.StoreTimeout <= 0 {
-		o.StoreTimeout = 30 * time.Second
+		o.StoreTimeout = d.StoreTimeout
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -80,8 +98,8 @@ func (o *Options) defaults() {
 	}
 }
 
-// Node is one ingest node. Any number of nodes may share a store.
-type Node struct {
+// Writer is one ingest node. Any number of nodes may share a store.
+type Writer struct {
 	store tier.Store
 	log   *manifest.Log
 	opts  Options
@@ -108,7 +126,7 @@ type Node struct {
 // New starts a node. It takes the hot directory for itself and discards
 // what a previous process left there: uncommitted data was never
 // acknowledged, and committed data is in the store.
-func New(store tier.Store, log *manifest.Log, opts Options) (*Node, error) {
+func New(store tier.Store, log *manifest.Log, opts Options) (*Writer, error) {
 	opts.defaults()
 	if opts.Dir == "" {
 		return nil, errors.New("ingest: hot segment directory not set")
@@ -128,7 +146,7 @@ func New(store tier.Store, log *manifest.Log, opts Options) (*Node, error) {
 	for _, f := range old {
 		os.Remove(f)
 	}
-	n := &Node{
+	n := &Writer{
 		store:     store,
 		log:       log,
 		opts:      opts,
@@ -153,7 +171,7 @@ type result struct {
 // (ErrUnknownTopic, ErrTooLarge, ErrBackpressure: nothing was written) or
 // their fate is unknown (a store failure during the roll: they may or may
 // not be committed, as with any Kafka produce that times out).
-func (n *Node) Append(ctx context.Context, topic string, partition int32, recs []object.Record) (int64, error) {
+func (n *Writer) Append(ctx context.Context, topic string, partition int32, recs []record.Record) (int64, error) {
 	if len(recs) == 0 {
 		return 0, errors.New("append: no records")
 	}
@@ -184,7 +202,7 @@ func (n *Node) Append(ctx context.Context, topic string, partition int32, recs [
 // waiting for an inflight slot if needed. Writers that have to wait are
 // served in arrival order, so that under overload every producer sees
 // about the same delay instead of some starving.
-func (n *Node) write(ctx context.Context, fr frameRef, buf []byte) error {
+func (n *Writer) write(ctx context.Context, fr frameRef, buf []byte) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	var w *waiter // set once this writer is queued
@@ -252,7 +270,7 @@ type waiter struct {
 	turn chan struct{} // signalled when the waiter becomes the head of the queue
 }
 
-func (n *Node) enqueueLocked() *waiter {
+func (n *Writer) enqueueLocked() *waiter {
 	w := &waiter{turn: make(chan struct{}, 1)}
 	n.mu.queue = append(n.mu.queue, w)
 	return w
@@ -260,7 +278,7 @@ func (n *Node) enqueueLocked() *waiter {
 
 // dequeueLocked removes w (if queued) and tells the next waiter it is at
 // the head.
-func (n *Node) dequeueLocked(w *waiter) {
+func (n *Writer) dequeueLocked(w *waiter) {
 	if w == nil {
 		return
 	}
@@ -279,7 +297,7 @@ func (n *Node) dequeueLocked(w *waiter) {
 
 // waitLocked waits, with n.mu released, for ch or the end of ctx; on the
 // latter it leaves the queue and returns ErrBackpressure.
-func (n *Node) waitLocked(ctx context.Context, w *waiter, ch <-chan struct{}) error {
+func (n *Writer) waitLocked(ctx context.Context, w *waiter, ch <-chan struct{}) error {
 	n.mu.Unlock()
 	var err error
 	select {
@@ -294,7 +312,7 @@ func (n *Node) waitLocked(ctx context.Context, w *waiter, ch <-chan struct{}) er
 	return err
 }
 
-func (n *Node) newSegmentLocked() (*segment, error) {
+func (n *Writer) newSegmentLocked() (*segment, error) {
 	n.mu.seq++
 	path := filepath.Join(n.opts.Dir, fmt.Sprintf("%08d.seg", n.mu.seq))
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o644)
@@ -315,7 +333,7 @@ func (n *Node) newSegmentLocked() (*segment, error) {
 
 // sealLocked hands the current segment to the roll pipeline if it has data
 // and an inflight slot is free. It reports whether it did.
-func (n *Node) sealLocked() bool {
+func (n *Writer) sealLocked() bool {
 	s := n.mu.cur
 	if s == nil || len(s.frames) == 0 || n.mu.inflight >= n.opts.MaxInflight {
 		return false
@@ -330,7 +348,7 @@ func (n *Node) sealLocked() bool {
 }
 
 // rollDue is the roll-age timer of segment s.
-func (n *Node) rollDue(s *segment) {
+func (n *Writer) rollDue(s *segment) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.mu.cur == s && !n.sealLocked() {
@@ -340,7 +358,7 @@ func (n *Node) rollDue(s *segment) {
 
 // Close stops intake, commits what was accepted, and releases the hot
 // directory. It is idempotent.
-func (n *Node) Close() error {
+func (n *Writer) Close() error {
 	n.closeOnce.Do(func() {
 		n.mu.Lock()
 		n.mu.closed = true // new appends fail from here on

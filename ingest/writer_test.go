@@ -9,13 +9,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shalelog/shale/record"
 	"github.com/shalelog/shale/tier"
 	"github.com/shalelog/shale/tier/fs"
 	"github.com/shalelog/shale/tier/manifest"
-	"github.com/shalelog/shale/tier/object"
 )
 
-func newNode(t *testing.T, s tier.Store, opts Options) (*Node, *manifest.Log) {
+func newNode(t *testing.T, s tier.Store, opts Options) (*Writer, *manifest.Log) {
 	t.Helper()
 	l, err := manifest.Open(context.Background(), s, manifest.Options{})
 	if err != nil {
@@ -66,12 +66,12 @@ func TestAppendsAreContiguousAndReadable(t *testing.T) {
 		wg.Go(func() {
 			p := int32(g % 3)
 			for b := range batches {
-				var recs []object.Record
+				var recs []record.Record
 				var vals [][]byte
 				for i := range per {
 					v := val(p, g*1000+b*per+i)
 					vals = append(vals, v)
-					recs = append(recs, object.Record{Key: []byte("k"), Value: v, Headers: []object.Header{{Key: "h", Value: nil}}})
+					recs = append(recs, record.Record{Key: []byte("k"), Value: v, Headers: []record.Header{{Key: "h", Value: nil}}})
 				}
 				base, err := n.Append(ctx, "t", p, recs)
 				if err != nil {
@@ -133,13 +133,13 @@ func TestAppendRejectsBadInput(t *testing.T) {
 		name  string
 		topic string
 		part  int32
-		recs  []object.Record
+		recs  []record.Record
 		want  error
 	}{
-		{"unknown topic", "nope", 0, []object.Record{{Value: []byte("x")}}, manifest.ErrUnknownTopic},
-		{"unknown partition", "t", 1, []object.Record{{Value: []byte("x")}}, manifest.ErrUnknownPartition},
-		{"negative partition", "t", -1, []object.Record{{Value: []byte("x")}}, manifest.ErrUnknownPartition},
-		{"too large", "t", 0, []object.Record{{Value: make([]byte, 2048)}}, ErrTooLarge},
+		{"unknown topic", "nope", 0, []record.Record{{Value: []byte("x")}}, manifest.ErrUnknownTopic},
+		{"unknown partition", "t", 1, []record.Record{{Value: []byte("x")}}, manifest.ErrUnknownPartition},
+		{"negative partition", "t", -1, []record.Record{{Value: []byte("x")}}, manifest.ErrUnknownPartition},
+		{"too large", "t", 0, []record.Record{{Value: make([]byte, 2048)}}, ErrTooLarge},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := n.Append(ctx, tc.topic, tc.part, tc.recs); !errors.Is(err, tc.want) {
@@ -178,7 +178,7 @@ func TestBackpressure(t *testing.T) {
 	if _, err := l.CreateTopic(ctx, "t", 1, manifest.Retention{}); err != nil {
 		t.Fatal(err)
 	}
-	big := []object.Record{{Value: make([]byte, 2000)}}
+	big := []record.Record{{Value: make([]byte, 2000)}}
 	results := make(chan error, 3)
 	for range 3 { // two fill the inflight slots, the third fills the open segment
 		go func() { _, err := n.Append(ctx, "t", 0, big); results <- err }()
@@ -224,13 +224,13 @@ func TestCloseCommitsAcceptedAppends(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan error)
-	go func() { _, err := n.Append(ctx, "t", 0, []object.Record{{Value: []byte("v")}}); done <- err }()
+	go func() { _, err := n.Append(ctx, "t", 0, []record.Record{{Value: []byte("v")}}); done <- err }()
 	time.Sleep(50 * time.Millisecond)
 	n.Close()
 	if err := <-done; err != nil {
 		t.Fatalf("append during close: %v", err)
 	}
-	if _, err := n.Append(ctx, "t", 0, []object.Record{{Value: []byte("v")}}); !errors.Is(err, ErrClosed) {
+	if _, err := n.Append(ctx, "t", 0, []record.Record{{Value: []byte("v")}}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("append after close: %v", err)
 	}
 	if _, end, _, _ := l.Locate(ctx, "t", 0, 0, 1); end != 1 {
@@ -257,7 +257,7 @@ func TestRecreatedTopicInOneRoll(t *testing.T) {
 	async := func(topic string) chan res {
 		c := make(chan res, 1)
 		go func() {
-			b, err := n.Append(ctx, topic, 0, []object.Record{{Value: []byte(topic)}})
+			b, err := n.Append(ctx, topic, 0, []record.Record{{Value: []byte(topic)}})
 			c <- res{b, err}
 		}()
 		return c
@@ -292,7 +292,7 @@ func TestWaitingWritersAreServedInOrder(t *testing.T) {
 	if _, err := l.CreateTopic(ctx, "t", 1, manifest.Retention{}); err != nil {
 		t.Fatal(err)
 	}
-	big := []object.Record{{Value: make([]byte, 2000)}} // one frame fills a segment
+	big := []record.Record{{Value: make([]byte, 2000)}} // one frame fills a segment
 	var wg sync.WaitGroup
 	for range 2 { // one uploading (stuck), one full and waiting for the slot
 		wg.Go(func() { n.Append(ctx, "t", 0, big) })

@@ -86,14 +86,16 @@ type benchResult struct {
 }
 
 func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
-	f := newFlags("bench", "bench [--store URL] [flags]", stderr)
-	nf := addNodeFlags(f, "")
+	f := newFlags("bench", "bench [--store URL] [flags]", stdout)
+	f.about = "Measures the store's raw PUT/GET speed, saturated produce, half-load latency and a cold catch-up, and prints a table and a JSON line."
+	f.example = "shale bench --store minio://127.0.0.1:9000/bench/run1 --partitions 64 --duration 30s"
+	nf := addNodeFlags(f, "", "a new temporary directory", "a new temporary directory")
 	partitions := f.Int("partitions", 8, "partitions of the benchmark topic")
 	producers := f.Int("producers", 1536, "concurrent producers, each with one request in flight; to saturate, producers × batch × value-bytes must exceed (max-inflight-rolls + 1) × roll-bytes")
 	batch := f.Int("batch", 128, "records per produce request")
-	valueBytes := f.Int("value-bytes", 1024, "bytes per record value")
+	valueBytes := f.SizeInt("value-bytes", 1024, "bytes per record value")
 	duration := f.Duration("duration", 10*time.Second, "length of the saturated produce phase")
-	halfDuration := f.Duration("half-duration", 5*time.Second, "length of the half-load latency phase (0 to skip)")
+	halfDuration := f.DurationDef("half-duration", 5*time.Second, "5s", "length of the half-load latency phase (0 to skip)")
 	cpuProfile := f.String("cpuprofile", "", "write CPU profiles of the produce and catch-up phases to FILE.produce and FILE.catchup")
 	if _, err := f.parse(args); err != nil {
 		return err

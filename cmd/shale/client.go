@@ -1,41 +1,77 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
-	"sync"
+	"math"
 	"text/tabwriter"
 	"time"
 
 	"github.com/shalelog/shale/httpapi"
-	"github.com/shalelog/shale/record"
 )
 
 // clientFlags select the server a client command talks to: a running one
-// (--server) or an ephemeral node on a bucket (--store).
+// (--server) or a short-lived node on a bucket (--store).
 type clientFlags struct {
-	server *string
-	node   nodeFlags
+	f       *flags
+	server  *string
+	timeout *time.Duration
+	node    nodeFlags
 }
 
-func addClientFlags(f flags) clientFlags {
-	return clientFlags{
+const defaultTimeout = time.Minute
+
+func addClientFlags(f *flags) clientFlags {
+	old := f.section
+	f.section = sectionConn
+	cf := clientFlags{
+		f:      f,
 		server: f.String("server", "http://"+defaultListen, "URL of a shale server"),
-		node:   addNodeFlags(f, ""),
+		timeout: f.Duration("timeout", defaultTimeout,
+			"how long one request may take (a produce waits for its commit; keep this above the server's --store-timeout, default 30s)"),
 	}
+	f.section = old
+	cf.node = addNodeFlags(f, "", "", "a new temporary directory, removed at exit")
+	return cf
 }
 
-// connect returns a client and a function to release it. With --store it
-// runs a node in this process for the duration of the command.
-func (cf clientFlags) connect(ctx context.Context, stderr io.Writer) (*httpapi.Client, func(), error) {
+// check reports conflicting connection flags. A flag on the command line
+// beats a variable, so an exported SHALE_SERVER does not stop a one-off
+// --store.
+func (cf clientFlags) check() error {
+	srvCmd, srvEnv := cf.f.set("server")
+	stCmd, stEnv := cf.f.set("store")
+	switch {
+	case srvCmd && stCmd:
+		return usagef("give --server or --store, not both")
+	case srvEnv && stEnv && !srvCmd && !stCmd:
+		return usagef("SHALE_SERVER and %s are both set: unset one", cf.f.envPrefix+"STORE")
+	case srvCmd:
+		*cf.node.store = ""
+	}
 	if *cf.node.store == "" {
-		return httpapi.NewClient(*cf.server), func() {}, nil
+		for _, name := range tuning {
+			if cf.f.given(name) {
+				return usagef("--%s applies only with --store (a node in this process); a server has its own settings", name)
+			}
+		}
+		return nil
+	}
+	_, err := cf.node.options()
+	return err
+}
+
+// connect returns the API and a function to release it. With --store it
+// runs a node in this process for the duration of the command.
+func (cf clientFlags) connect(ctx context.Context, stderr io.Writer) (*api, func(), error) {
+	if err := cf.check(); err != nil {
+		return nil, nil, err
+	}
+	if *cf.node.store == "" {
+		return newAPI(*cf.server, *cf.timeout), func() {}, nil
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	n, cleanup, err := cf.node.start(ctx, logger)
@@ -48,324 +84,157 @@ func (cf clientFlags) connect(ctx context.Context, stderr io.Writer) (*httpapi.C
 		cleanup()
 		return nil, nil, err
 	}
-	return httpapi.NewClient(addr), func() {
+	return newAPI(addr, *cf.timeout), func() {
 		if err := errors.Join(srv.Close(), cleanup()); err != nil {
 			fmt.Fprintf(stderr, "close node: %v\n", err)
 		}
 	}, nil
 }
 
-func runTopic(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
-	const syn = "topic create NAME [--partitions N] [--retention-ms MS] [--retention-bytes N] | list | describe NAME | delete NAME"
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprintf(stderr, "Usage: shale %s\n", syn)
-		if len(args) == 0 {
-			return errors.New("missing subcommand")
-		}
+const topicUsage = `Usage: shale topic COMMAND [flags]
+
+Commands:
+  create NAME [--partitions N] [--retention-ms MS] [--retention-bytes SIZE]
+  list
+  describe NAME
+  delete NAME
+
+Run 'shale topic COMMAND --help' for a command's flags and an example.
+`
+
+func runTopic(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, topicUsage)
+		return usagef("missing command: create, list, describe or delete")
+	}
+	switch args[0] {
+	case "-h", "--help", "-help", "help":
+		fmt.Fprint(stdout, topicUsage)
 		return nil
 	}
-	sub := args[0]
-	f := newFlags("topic "+sub, syn, stderr)
-	cf := addClientFlags(f)
-	partitions := f.Int("partitions", 1, "partition count (create)")
-	retMs := f.Int64("retention-ms", -1, "retention time in ms, -1 for unlimited (create)")
-	retBytes := f.Int64("retention-bytes", -1, "retention size per partition in bytes, -1 for unlimited (create)")
-	pos, err := f.parse(args[1:])
-	if err != nil {
-		return err
+	sub := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
+		"create": runTopicCreate, "list": runTopicList, "describe": runTopicDescribe, "delete": runTopicDelete,
+	}[args[0]]
+	if sub == nil {
+		return usagef("unknown command topic %q: want create, list, describe or delete", args[0])
 	}
-	needName := func() (string, error) {
-		if len(pos) != 1 {
-			return "", fmt.Errorf("topic %s takes one topic name", sub)
-		}
-		return pos[0], nil
-	}
-	c, done, err := cf.connect(ctx, stderr)
-	if err != nil {
-		return err
-	}
-	defer done()
-	switch sub {
-	case "create":
-		name, err := needName()
-		if err != nil {
-			return err
-		}
-		t, err := c.CreateTopic(ctx, httpapi.TopicRequest{Name: name, Partitions: int32(*partitions), RetentionMs: *retMs, RetentionBytes: *retBytes})
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "created topic %s with %d partitions\n", t.Name, t.Partitions)
-	case "list":
-		ts, err := c.Topics(ctx)
-		if err != nil {
-			return err
-		}
-		for _, t := range ts {
-			fmt.Fprintf(stdout, "%s\t%d\n", t.Name, t.Partitions)
-		}
-	case "describe":
-		name, err := needName()
-		if err != nil {
-			return err
-		}
-		d, err := c.Describe(ctx, name)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "topic %s  id %s  partitions %d  retention_ms %d  retention_bytes %d\n", d.Name, d.ID, d.Partitions, d.Retention.Ms, d.Retention.Bytes)
-		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "PARTITION\tSTART\tEND\tBYTES\tOBJECTS")
-		for _, p := range d.Parts {
-			fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%d\n", p.Partition, p.Start, p.End, p.Bytes, p.Objects)
-		}
-		tw.Flush()
-	case "delete":
-		name, err := needName()
-		if err != nil {
-			return err
-		}
-		if err := c.DeleteTopic(ctx, name); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "deleted topic %s\n", name)
-	default:
-		return fmt.Errorf("unknown subcommand %q (want create, list, describe or delete)", sub)
+	if err := sub(ctx, args[1:], stdout, stderr); err != nil {
+		return subcommandError{name: "topic " + args[0], err: err}
 	}
 	return nil
 }
 
-func runProduce(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	f := newFlags("produce", "produce TOPIC [--partition P] [--key K] [--format text|json] < values", stderr)
-	cf := addClientFlags(f)
-	partition := f.Int("partition", -1, "partition to write; default: by key hash, or one partition per batch without a key")
-	key := f.String("key", "", "key for every record (empty: no key)")
-	format := f.String("format", "text", "output: text or json")
-	batch := f.Int("batch", 1000, "most lines per produce request")
+// oneName parses args of a command that takes one topic name.
+func oneName(f *flags, args []string) (string, error) {
 	pos, err := f.parse(args)
+	if err != nil {
+		return "", err
+	}
+	if len(pos) != 1 {
+		return "", usagef("%s takes one topic name", f.cmd)
+	}
+	return pos[0], nil
+}
+
+func runTopicCreate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f := newFlags("topic create", "topic create NAME [flags]", stdout)
+	f.about = "Creates a topic. Names are 1 to 249 of [a-zA-Z0-9._-]."
+	f.example = "shale topic create orders --partitions 4 --retention-ms 604800000"
+	partitions := f.Count("partitions", 1, 1, math.MaxInt32, "partition count")
+	retMs := f.Count("retention-ms", -1, -1, math.MaxInt64, "retention time in ms; -1 for unlimited")
+	retBytes := f.Size("retention-bytes", -1, -1, "retention size per partition; -1 for unlimited")
+	cf := addClientFlags(f)
+	name, err := oneName(f, args)
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		return errors.New("produce takes one topic name; values come from stdin, one per line")
+	if *retMs == 0 || *retBytes == 0 {
+		return usagef("a retention of 0 would keep nothing: give a positive value, or -1 for unlimited")
 	}
-	if *format != "text" && *format != "json" {
-		return fmt.Errorf("--format %q: want text or json", *format)
-	}
-	c, done, err := cf.connect(ctx, stderr)
+	a, done, err := cf.connect(ctx, stderr)
 	if err != nil {
 		return err
 	}
 	defer done()
-
-	// Lines are read ahead while a batch is in flight; a batch is sent when
-	// it is full or no more input is waiting, so interactive use sees each
-	// line acknowledged promptly.
-	lines := make(chan []byte, *batch)
-	readErr := make(chan error, 1)
-	go func() {
-		defer close(lines)
-		r := bufio.NewReaderSize(stdin, 1<<20)
-		for {
-			line, err := r.ReadBytes('\n')
-			if len(line) > 0 {
-				lines <- []byte(strings.TrimSuffix(string(line), "\n"))
-			}
-			if err != nil {
-				if err != io.EOF {
-					readErr <- err
-				}
-				return
-			}
-		}
-	}()
-	var k []byte
-	if *key != "" {
-		k = []byte(*key)
+	t, err := a.createTopic(ctx, httpapi.TopicRequest{Name: name, Partitions: int32(*partitions), RetentionMs: *retMs, RetentionBytes: *retBytes})
+	if err != nil {
+		return err
 	}
-	out := json.NewEncoder(stdout)
-	for {
-		line, ok := <-lines
-		if !ok {
-			break
-		}
-		recs := []record.Record{{Key: k, Value: line}}
-	fill:
-		for len(recs) < *batch {
-			select {
-			case line, ok := <-lines:
-				if !ok {
-					break fill
-				}
-				recs = append(recs, record.Record{Key: k, Value: line})
-			default:
-				break fill
-			}
-		}
-		res, err := c.Produce(ctx, pos[0], int32(*partition), recs)
-		if err != nil {
-			return fmt.Errorf("%d records not acknowledged: %w", len(recs), err)
-		}
-		for _, r := range res {
-			if *format == "json" {
-				out.Encode(r)
-			} else {
-				fmt.Fprintf(stdout, "partition %d offsets %d-%d (%d records)\n", r.Partition, r.FirstOffset, r.LastOffset, r.Records)
-			}
-		}
-	}
-	select {
-	case err := <-readErr:
-		return fmt.Errorf("read stdin: %w", err)
-	default:
-		return nil
-	}
+	fmt.Fprintf(stdout, "created topic %s with %d partitions\n", t.Name, t.Partitions)
+	return nil
 }
 
-func runConsume(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
-	f := newFlags("consume", "consume TOPIC [--partition P] [--offset N | --time RFC3339 | --since DURATION] [--max N] [--follow] [--format text|json]", stderr)
+func runTopicList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f := newFlags("topic list", "topic list [flags]", stdout)
+	f.about = "Lists topics and their partition counts, one per line: NAME<TAB>PARTITIONS."
+	f.example = "shale topic list --server http://10.0.0.7:8092"
 	cf := addClientFlags(f)
-	partition := f.Int("partition", -1, "partition to read; default: every partition")
-	offset := f.Int64("offset", -1, "first offset to read (default: each partition's start)")
-	at := f.String("time", "", "read from the first record at or after this RFC 3339 time")
-	since := f.Duration("since", 0, "read from the first record at or after now minus this duration")
-	maxRecs := f.Int64("max", 0, "stop after this many records (0: no limit)")
-	follow := f.Bool("follow", false, "keep waiting for new records instead of stopping at the end")
-	format := f.String("format", "text", "output: text (values, one per line) or json (one object per line)")
 	pos, err := f.parse(args)
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		return errors.New("consume takes one topic name")
+	if len(pos) != 0 {
+		return usagef("topic list takes no arguments")
 	}
-	if *format != "text" && *format != "json" {
-		return fmt.Errorf("--format %q: want text or json", *format)
-	}
-	var from *time.Time
-	switch {
-	case *at != "" && *since != 0, (*at != "" || *since != 0) && *offset >= 0:
-		return errors.New("give at most one of --offset, --time and --since")
-	case *at != "":
-		t, err := time.Parse(time.RFC3339Nano, *at)
-		if err != nil {
-			return fmt.Errorf("--time %q is not an RFC 3339 time such as 2026-01-02T15:04:05Z", *at)
-		}
-		from = &t
-	case *since != 0:
-		t := time.Now().Add(-*since)
-		from = &t
-	}
-	topic := pos[0]
-	c, done, err := cf.connect(ctx, stderr)
+	a, done, err := cf.connect(ctx, stderr)
 	if err != nil {
 		return err
 	}
 	defer done()
-	d, err := c.Describe(ctx, topic)
+	ts, err := a.topics(ctx)
 	if err != nil {
 		return err
 	}
-	var parts []int32
-	if *partition >= 0 {
-		if *partition >= int(d.Partitions) {
-			return fmt.Errorf("topic %s has %d partitions; there is no partition %d", topic, d.Partitions, *partition)
-		}
-		parts = []int32{int32(*partition)}
-	} else {
-		for p := range d.Partitions {
-			parts = append(parts, p)
-		}
+	for _, t := range ts {
+		fmt.Fprintf(stdout, "%s\t%d\n", t.Name, t.Partitions)
 	}
-
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		mu      sync.Mutex
-		printed int64
-		errs    []error
-	)
-	enc := json.NewEncoder(stdout)
-	w := bufio.NewWriter(stdout)
-	emit := func(p int32, recs []record.Record) bool {
-		mu.Lock()
-		defer mu.Unlock()
-		defer w.Flush()
-		for i := range recs {
-			if *maxRecs > 0 && printed >= *maxRecs {
-				cancel()
-				return false
-			}
-			if *format == "json" {
-				w.Flush()
-				enc.Encode(httpapi.ToJSON(p, &recs[i]))
-			} else {
-				w.Write(recs[i].Value)
-				w.WriteByte('\n')
-			}
-			printed++
-		}
-		if *maxRecs > 0 && printed >= *maxRecs {
-			cancel()
-			return false
-		}
-		return true
-	}
-	var wg sync.WaitGroup
-	for _, p := range parts {
-		info := d.Parts[p]
-		wg.Go(func() {
-			err := consumePartition(ctx, c, topic, p, info.Start, info.End, *offset, from, *follow, emit)
-			if err != nil && ctx.Err() == nil {
-				mu.Lock()
-				errs = append(errs, fmt.Errorf("partition %d: %w", p, err))
-				mu.Unlock()
-				cancel()
-			}
-		})
-	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return nil
 }
 
-func consumePartition(ctx context.Context, c *httpapi.Client, topic string, p int32, start, end, offset int64, from *time.Time, follow bool, emit func(int32, []record.Record) bool) error {
-	next := start
-	switch {
-	case from != nil:
-		off, err := c.OffsetForTime(ctx, topic, p, *from)
-		if err != nil {
-			return err
-		}
-		next = off
-	case offset >= 0:
-		next = offset
+func runTopicDescribe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f := newFlags("topic describe", "topic describe NAME [flags]", stdout)
+	f.about = "Prints a topic's settings and each partition's offsets, bytes and objects."
+	f.example = "shale topic describe orders"
+	cf := addClientFlags(f)
+	name, err := oneName(f, args)
+	if err != nil {
+		return err
 	}
-	for follow || next < end {
-		wait := time.Duration(0)
-		if follow {
-			wait = 5 * time.Second
-		}
-		recs, _, _, err := c.Read(ctx, httpapi.ReadRequest{Topic: topic, Partition: p, Offset: next, Max: 5000, MaxBytes: 4 << 20, Wait: wait})
-		if err != nil {
-			return err
-		}
-		if !follow {
-			// Stop at the end the partition had when we started.
-			for i, r := range recs {
-				if r.Offset >= end {
-					recs = recs[:i]
-					break
-				}
-			}
-		}
-		if len(recs) > 0 {
-			if !emit(p, recs) {
-				return nil
-			}
-			next = recs[len(recs)-1].Offset + 1
-		} else if !follow {
-			return fmt.Errorf("no records at offset %d although the end was %d", next, end)
-		}
+	a, done, err := cf.connect(ctx, stderr)
+	if err != nil {
+		return err
 	}
+	defer done()
+	d, err := a.describe(ctx, name)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "topic %s  id %s  partitions %d  retention_ms %d  retention_bytes %d\n", d.Name, d.ID, d.Partitions, d.Retention.Ms, d.Retention.Bytes)
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "PARTITION\tSTART\tEND\tBYTES\tOBJECTS")
+	for _, p := range d.Parts {
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%d\n", p.Partition, p.Start, p.End, p.Bytes, p.Objects)
+	}
+	return tw.Flush()
+}
+
+func runTopicDelete(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f := newFlags("topic delete", "topic delete NAME [flags]", stdout)
+	f.about = "Deletes a topic and its records."
+	f.example = "shale topic delete orders"
+	cf := addClientFlags(f)
+	name, err := oneName(f, args)
+	if err != nil {
+		return err
+	}
+	a, done, err := cf.connect(ctx, stderr)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if err := a.deleteTopic(ctx, name); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "deleted topic %s\n", name)
 	return nil
 }

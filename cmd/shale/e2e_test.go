@@ -89,7 +89,14 @@ type server struct {
 func startServer(t *testing.T, se storeEnv, hotDir string, env []string, args ...string) *server {
 	t.Helper()
 	args = append([]string{"serve", "--store", se.url, "--hot-dir", hotDir, "--listen", "127.0.0.1:0", "--roll-age", "30ms"}, args...)
-	cmd := shaleCmd(context.Background(), append(se.env, env...), args...)
+	return startServerArgs(t, append(se.env, env...), args...)
+}
+
+// startServerArgs runs shale with args (serve and its flags) and waits
+// until it listens.
+func startServerArgs(t *testing.T, env []string, args ...string) *server {
+	t.Helper()
+	cmd := shaleCmd(context.Background(), env, args...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -129,6 +136,12 @@ func (s *server) kill() {
 type lockedWriter struct {
 	mu sync.Mutex
 	w  io.Writer
+}
+
+func (l *lockedWriter) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return fmt.Sprint(l.w)
 }
 
 func (l *lockedWriter) Write(p []byte) (int, error) {
@@ -194,8 +207,9 @@ func TestCLIRoundTrip(t *testing.T) {
 				t.Fatalf("topic list: %q", out)
 			}
 			input := "first\n\xff\xfebinary\nthird line with spaces\n\n"
-			out := mustCLI(t, nil, input, append([]string{"produce", "cli", "--key", "k1", "--format", "json"}, at...)...)
-			acks := parseLines[httpapi.ProduceResult](t, out)
+			out := mustCLI(t, nil, input, append([]string{"produce", "cli", "--key", "k1", "--output", "json"}, at...)...)
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			acks := parseLines[httpapi.ProduceResult](t, strings.Join(lines[:len(lines)-1], "\n")) // then a summary
 			total := 0
 			for _, a := range acks {
 				total += a.Records

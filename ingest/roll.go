@@ -59,6 +59,7 @@ type frameRef struct {
 	len       int
 	part      int   // index of its part in segment.obj.Parts
 	delta     int64 // offset_delta of its first record within the part
+	err       error // set by the roll when this frame alone is refused
 	done      chan result
 }
 
@@ -78,16 +79,12 @@ func (n *Writer) upload(s *segment) {
 	n.opts.Hook("before-put")
 	data := s.mem
 	s.mem = nil // the encoded object replaces it; the file serves reads
-	frames, err := DecodeSegment(s.path, data)
-	if err == nil && len(frames) != len(s.frames) {
-		err = fmt.Errorf("hot segment %s holds %d frames, %d were appended", s.path, len(frames), len(s.frames))
-	}
-	if err != nil {
-		s.uploadErr = err
-		return
-	}
 	// Group frames into one part per (topic incarnation, partition), in
-	// order of first appearance; within a part, in append order.
+	// order of first appearance; within a part, in append order. Each
+	// frame is decoded and checked on its own: Append checked its records
+	// already, but if a frame is bad after all (a bug, or memory gone bad)
+	// only its producer fails and the rest of the roll is committed, since
+	// one bad producer must never cost every other producer its data.
 	type pk struct {
 		topic, id string
 		partition int32
@@ -95,7 +92,14 @@ func (n *Writer) upload(s *segment) {
 	index := map[pk]int{}
 	var parts []object.Part
 	var ids []string
-	for i, f := range frames {
+	for i := range s.frames {
+		fr := &s.frames[i]
+		f, err := n.rollFrame(s, data, fr)
+		if err != nil {
+			n.opts.Logger.Error("roll drops a bad frame", "segment", s.path, "offset", fr.off, "topic", fr.topic, "partition", fr.partition, "err", err)
+			fr.err = err
+			continue
+		}
 		k := pk{f.Topic, f.TopicID, f.Partition}
 		j, ok := index[k]
 		if !ok {
@@ -104,9 +108,12 @@ func (n *Writer) upload(s *segment) {
 			parts = append(parts, object.Part{Topic: f.Topic, Partition: f.Partition})
 			ids = append(ids, f.TopicID)
 		}
-		s.frames[i].part = j
-		s.frames[i].delta = int64(len(parts[j].Records))
+		fr.part = j
+		fr.delta = int64(len(parts[j].Records))
 		parts[j].Records = append(parts[j].Records, f.Records...)
+	}
+	if len(parts) == 0 {
+		return // every frame was bad: nothing to upload or commit
 	}
 	body, idx, err := object.Encode(parts, n.opts.Compression)
 	if err != nil {
@@ -128,6 +135,31 @@ func (n *Writer) upload(s *segment) {
 			Span: manifest.Span{Count: p.Count, MinTs: p.MinTimestamp, MaxTs: p.MaxTimestamp, Bytes: p.Bytes, Batches: p.Batches},
 		}
 	}
+}
+
+// rollFrame decodes frame fr of segment s from the segment's bytes and
+// checks it as Append did. A frame that does not decode, or that is not
+// the frame Append wrote, is a *tier.CorruptError; one whose records break
+// a limit wraps record.ErrInvalid.
+func (n *Writer) rollFrame(s *segment, data []byte, fr *frameRef) (Frame, error) {
+	corrupt := func(err error) error {
+		return &tier.CorruptError{What: "hot segment", Key: s.path, Offset: fr.off, Err: err}
+	}
+	if fr.off < 0 || fr.off+int64(fr.len) > int64(len(data)) {
+		return Frame{}, corrupt(fmt.Errorf("frame of %d bytes is outside the %d-byte segment", fr.len, len(data)))
+	}
+	f, size, err := decodeFrame(data[fr.off : fr.off+int64(fr.len)])
+	if err != nil {
+		return Frame{}, corrupt(err)
+	}
+	if size != fr.len || f.Topic != fr.topic || f.TopicID != fr.topicID || f.Partition != fr.partition || len(f.Records) != fr.count {
+		return Frame{}, corrupt(fmt.Errorf("frame holds %d records of %s/%d, %d of %s/%d were appended",
+			len(f.Records), f.Topic, f.Partition, fr.count, fr.topic, fr.partition))
+	}
+	if err := record.Validate(f.Topic, f.Records); err != nil {
+		return Frame{}, fmt.Errorf("roll %s: %w", s.path, err)
+	}
+	return f, nil
 }
 
 // objectKey names a new object. Keys sort by creation time, which lets a
@@ -210,6 +242,10 @@ func (n *Writer) commit(group []*segment) {
 			s.fail(s.uploadErr)
 			continue
 		}
+		if s.obj.Key == "" { // every frame was bad; each has its error
+			s.fail(nil)
+			continue
+		}
 		objs = append(objs, s.obj)
 		ok = append(ok, s)
 	}
@@ -267,8 +303,14 @@ func containsSeg(ss []*segment, s *segment) bool {
 	return false
 }
 
+// fail releases the waiters of a segment that was not committed with err,
+// or with their own frame's error where it has one.
 func (s *segment) fail(err error) {
 	for _, f := range s.frames {
+		if f.err != nil {
+			f.done <- result{err: f.err}
+			continue
+		}
 		f.done <- result{err: err}
 	}
 }
@@ -278,6 +320,10 @@ func (s *segment) fail(err error) {
 func (s *segment) ack(r manifest.AppendResult) {
 	s.parts = map[partKey][]int{}
 	for i, f := range s.frames {
+		if f.err != nil {
+			f.done <- result{err: f.err}
+			continue
+		}
 		if err := r.Err[f.part]; err != nil {
 			f.done <- result{err: err}
 			continue

@@ -168,7 +168,8 @@ type result struct {
 // Append adds records to a partition and returns the offset of the first
 // once they are committed. Records with a zero timestamp get the current
 // time. The returned error says whether the records were rejected
-// (ErrUnknownTopic, ErrTooLarge, ErrBackpressure: nothing was written) or
+// (ErrUnknownTopic, ErrTooLarge, ErrBackpressure, record.ErrInvalid with
+// the index of the first bad record: nothing was written) or
 // their fate is unknown (a store failure during the roll: they may or may
 // not be committed, as with any Kafka produce that times out).
 func (n *Writer) Append(ctx context.Context, topic string, partition int32, recs []record.Record) (int64, error) {
@@ -182,9 +183,16 @@ func (n *Writer) Append(ctx context.Context, topic string, partition int32, recs
 	if partition < 0 || partition >= t.Partitions {
 		return 0, fmt.Errorf("%w %d of topic %q (it has %d)", manifest.ErrUnknownPartition, partition, topic, t.Partitions)
 	}
+	// Check every record against the limits the roll and the readers
+	// enforce before anything is written: a record that entered a segment
+	// must always be rollable, or its roll would fail for every producer
+	// in it.
+	if err := record.Validate(topic, recs); err != nil {
+		return 0, fmt.Errorf("append to %s/%d: %w", topic, partition, err)
+	}
 	buf := appendFrame(nil, topic, t.ID, partition, recs, time.Now().UnixMilli())
-	if len(buf) > n.opts.MaxBatchBytes {
-		return 0, fmt.Errorf("%w: %d bytes encoded, the limit is %d", ErrTooLarge, len(buf), n.opts.MaxBatchBytes)
+	if limit := min(n.opts.MaxBatchBytes, frameHeaderLen+maxFrameLen); len(buf) > limit {
+		return 0, fmt.Errorf("%w: %d bytes encoded, the limit is %d", ErrTooLarge, len(buf), limit)
 	}
 	done := make(chan result, 1)
 	if err := n.write(ctx, frameRef{topic: topic, topicID: t.ID, partition: partition, count: len(recs), done: done}, buf); err != nil {

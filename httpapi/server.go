@@ -120,7 +120,8 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	status := http.StatusInternalServerError
 	var mbe *http.MaxBytesError
 	switch {
-	case errors.Is(err, errBadRequest), errors.Is(err, manifest.ErrInvalidTopic), errors.Is(err, record.ErrMalformed):
+	case errors.Is(err, errBadRequest), errors.Is(err, manifest.ErrInvalidTopic), errors.Is(err, record.ErrMalformed),
+		errors.Is(err, record.ErrInvalid), errors.Is(err, reader.ErrInvalid):
 		status = http.StatusBadRequest
 	case errors.Is(err, manifest.ErrUnknownTopic), errors.Is(err, manifest.ErrUnknownPartition):
 		status = http.StatusNotFound

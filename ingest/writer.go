@@ -9,10 +9,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"slices"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/shalelog/shale/record"
@@ -38,7 +36,7 @@ var (
 
 // Options configure a Writer. Zero values take the defaults noted.
 type Options struct {
-	Dir           string        // hot segment directory; required
+	Dir           string        // hot segment directory, the node's own (openDir); required
 	RollBytes     int64         // roll when a segment holds this much; default 16 MiB
 	RollAge       time.Duration // roll when a segment's first append is this old; default 250ms
 	MaxInflight   int           // rolled segments not yet committed; default 4
@@ -123,28 +121,19 @@ type Writer struct {
 	closeOnce sync.Once
 }
 
-// New starts a node. It takes the hot directory for itself and discards
-// what a previous process left there: uncommitted data was never
-// acknowledged, and committed data is in the store.
+// New starts a node. It takes the hot directory for itself (openDir: a
+// new or empty directory, or one it marked before; never a directory
+// holding files of others) and discards the segment files a previous
+// process left there: uncommitted data was never acknowledged, and
+// committed data is in the store.
 func New(store tier.Store, log *manifest.Log, opts Options) (*Writer, error) {
 	opts.defaults()
 	if opts.Dir == "" {
 		return nil, errors.New("ingest: hot segment directory not set")
 	}
-	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
-		return nil, fmt.Errorf("create hot directory: %w", err)
-	}
-	lock, err := os.OpenFile(filepath.Join(opts.Dir, "LOCK"), os.O_CREATE|os.O_RDWR, 0o644)
+	lock, err := openDir(opts.Dir)
 	if err != nil {
-		return nil, fmt.Errorf("open hot directory lock: %w", err)
-	}
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		lock.Close()
-		return nil, fmt.Errorf("hot directory %s is in use by another shale process (give each its own --hot-dir): %w", opts.Dir, err)
-	}
-	old, _ := filepath.Glob(filepath.Join(opts.Dir, "*.seg"))
-	for _, f := range old {
-		os.Remove(f)
+		return nil, err
 	}
 	n := &Writer{
 		store:     store,
@@ -322,7 +311,7 @@ func (n *Writer) waitLocked(ctx context.Context, w *waiter, ch <-chan struct{}) 
 
 func (n *Writer) newSegmentLocked() (*segment, error) {
 	n.mu.seq++
-	path := filepath.Join(n.opts.Dir, fmt.Sprintf("%08d.seg", n.mu.seq))
+	path := segmentFile(n.opts.Dir, n.mu.seq)
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("create hot segment: %w", err)

@@ -22,6 +22,10 @@ import (
 // or above its end.
 var ErrOffsetOutOfRange = errors.New("offset out of range")
 
+// ErrInvalid is returned for a read whose arguments are out of their
+// valid range (a negative count or byte limit); the error names the range.
+var ErrInvalid = errors.New("invalid read")
+
 // Hot is the local source of freshly committed records: the ingest node's
 // committed hot segments. HotRecords returns ok=false when it does not hold
 // the object.

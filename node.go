@@ -27,7 +27,9 @@ type Options struct {
 	// HOSTNAME-PID.
 	Name string
 	// HotDir holds the node's hot segments; required. The node owns it:
-	// it removes segment files it finds there at start.
+	// it must be new, empty or one a shale node marked before (a
+	// SHALE-HOT-DIR file), and only shale's own segment files there are
+	// removed at start (ingest.Options.Dir).
 	HotDir           string
 	RollBytes        int64         // roll a hot segment at this size
 	RollAge          time.Duration // roll a hot segment this long after its first append
@@ -128,7 +130,7 @@ func Start(ctx context.Context, store tier.Store, opts Options) (*Node, error) {
 		return nil, err
 	}
 	c := cache.New(opts.CacheBytes)
-	return &Node{Store: store, Log: log, Ingest: in, Cache: c, Reader: reader.New(log, store, in, c), Opts: opts}, nil
+	return &Node{Store: store, Log: log, Ingest: in, Cache: c, Reader: reader.New(log, store, in, c, reader.Options{StoreTimeout: opts.StoreTimeout}), Opts: opts}, nil
 }
 
 // Close commits what ingest accepted and closes the log. Front ends stop

@@ -20,7 +20,8 @@ import (
 type segment struct {
 	path   string
 	f      *os.File
-	size   int64
+	size   int64 // file bytes
+	cost   int64 // size plus the heap its bookkeeping and roll take (pendingCost)
 	frames []frameRef
 	ids    map[partKey]string // topic incarnation of each partition in the segment
 	// mem is the file's bytes, kept until the upload so that a roll never
@@ -34,11 +35,46 @@ type segment struct {
 	obj       manifest.PendingObject
 	uploadErr error
 
-	// Set by the committer once committed; read by HotRecords.
-	readMu sync.RWMutex      // held for reading the file; Lock to close it
-	parts  map[partKey][]int // frame indexes of each partition, in order
+	// Set by the committer once committed; read by HotRecords. The
+	// frames, ids and pending object are dropped then: a held segment
+	// keeps only this compact index.
+	readMu sync.RWMutex            // held for reading the file; Lock to close it
+	parts  map[partKey][]heldFrame // frames of each partition, in order
+	held   int64                   // size plus the heap of parts (heldCost)
 	closed bool
 }
+
+// heldFrame locates a committed frame in its segment file.
+type heldFrame struct {
+	off   int64
+	len   int
+	delta int64 // offset_delta of its first record within the part
+	count int
+}
+
+// Heap accounting. A segment is charged for more than its file bytes, so
+// that many tiny frames roll and are evicted as early as their heap
+// requires, not only their bytes. The charges are upper bounds of what
+// TestHeldSegmentHeap measures (docs/design.md, "Memory of hot segments"):
+//
+//   - pendingFrameCost: a frame from Append to its commit: its frameRef in
+//     the segment's slice (with growth slack) and its result channel
+//     (measured: 335 B with the partition's ids entry).
+//   - pendingRecordCost: a record during the roll, decoded into a
+//     record.Record (88 B) and copied into the encoder's columns.
+//   - pendingPartCost: a partition in a filling or rolling segment: its
+//     ids entry, and in the roll its object part, which is at least one
+//     Arrow record batch (the encoder reserves 2 KiB of object per batch),
+//     its index entry and its part of the commit record.
+//   - heldFrameCost, heldPartCost: a committed segment's index entries
+//     (measured: 123 B for a partition with one frame).
+const (
+	pendingFrameCost  = 512
+	pendingRecordCost = 160
+	pendingPartCost   = 4096
+	heldFrameCost     = 64
+	heldPartCost      = 192
+)
 
 // maxHotSegments bounds the committed segments a node holds (and so its
 // open files) when rolls are small.
@@ -279,17 +315,18 @@ func (n *Writer) commit(group []*segment) {
 		}
 		n.mu.hot[s.obj.Key] = s
 		n.mu.hotOrder = append(n.mu.hotOrder, s)
-		n.mu.hotBytes += s.size
+		n.mu.hotBytes += s.held
 	}
-	// Bounded by bytes and by count: each held segment keeps a file open.
+	// Bounded by bytes (file bytes and index heap) and by count: each held
+	// segment keeps a file open.
 	for len(n.mu.hotOrder) > 0 && (n.mu.hotBytes > n.opts.HotBytes || len(n.mu.hotOrder) > maxHotSegments) {
 		old := n.mu.hotOrder[0]
 		n.mu.hotOrder = n.mu.hotOrder[1:]
 		delete(n.mu.hot, old.obj.Key)
-		n.mu.hotBytes -= old.size
+		n.mu.hotBytes -= old.held
 		old.drop()
 	}
-	if c := n.mu.cur; c != nil && (c.due || c.size >= n.opts.RollBytes) {
+	if c := n.mu.cur; c != nil && (c.due || c.cost >= n.opts.RollBytes) {
 		n.sealLocked()
 	}
 }
@@ -316,10 +353,11 @@ func (s *segment) fail(err error) {
 }
 
 // ack releases the waiters of a committed segment with their offsets, and
-// indexes its frames for HotRecords.
+// indexes its frames for HotRecords, dropping what reads do not need.
 func (s *segment) ack(r manifest.AppendResult) {
-	s.parts = map[partKey][]int{}
-	for i, f := range s.frames {
+	parts := map[partKey][]heldFrame{}
+	frames := 0
+	for _, f := range s.frames {
 		if f.err != nil {
 			f.done <- result{err: f.err}
 			continue
@@ -330,8 +368,12 @@ func (s *segment) ack(r manifest.AppendResult) {
 		}
 		f.done <- result{base: r.Base[f.part] + f.delta}
 		k := partKey{f.topic, f.partition}
-		s.parts[k] = append(s.parts[k], i)
+		parts[k] = append(parts[k], heldFrame{off: f.off, len: f.len, delta: f.delta, count: f.count})
+		frames++
 	}
+	s.parts = parts
+	s.held = s.size + int64(frames)*heldFrameCost + int64(len(parts))*heldPartCost
+	s.frames, s.ids, s.obj.Parts = nil, nil, nil
 }
 
 // Holds reports whether this node holds the committed segment that became
@@ -359,8 +401,7 @@ func (n *Writer) HotRecords(key, topic string, partition int32, from int64, maxR
 		return nil, false, nil
 	}
 	bytes := 0
-	for _, i := range s.parts[partKey{topic, partition}] {
-		f := s.frames[i]
+	for _, f := range s.parts[partKey{topic, partition}] {
 		if f.delta+int64(f.count) <= from {
 			continue
 		}

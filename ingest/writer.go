@@ -37,10 +37,10 @@ var (
 // Options configure a Writer. Zero values take the defaults noted.
 type Options struct {
 	Dir           string        // hot segment directory, the node's own (openDir); required
-	RollBytes     int64         // roll when a segment holds this much; default 16 MiB
+	RollBytes     int64         // roll when a segment holds this much, counting its heap (pendingCost); default 16 MiB
 	RollAge       time.Duration // roll when a segment's first append is this old; default 250ms
 	MaxInflight   int           // rolled segments not yet committed; default 4
-	HotBytes      int64         // committed segments kept locally for reads; default 256 MiB
+	HotBytes      int64         // committed segments kept locally for reads, counting their index heap; default 256 MiB
 	MaxBatchBytes int           // largest encoded append; default 8 MiB
 	Compression   object.Compression
 	Node          string        // node name, part of object keys
@@ -230,7 +230,8 @@ func (n *Writer) write(ctx context.Context, fr frameRef, buf []byte) error {
 		// go to the next segment, so an object never has two parts for one
 		// partition.
 		id, seen := s.ids[partKey{fr.topic, fr.partition}]
-		fits := s.size+int64(len(buf)) <= n.opts.RollBytes || len(s.frames) == 0
+		cost := pendingCost(len(buf), fr.count, !seen)
+		fits := s.cost+cost <= n.opts.RollBytes || len(s.frames) == 0
 		if fits && (!seen || id == fr.topicID) {
 			fr.off, fr.len = s.size, len(buf)
 			if _, err := s.f.WriteAt(buf, s.size); err != nil {
@@ -239,12 +240,13 @@ func (n *Writer) write(ctx context.Context, fr frameRef, buf []byte) error {
 			}
 			s.mem = append(s.mem, buf...)
 			s.size += int64(len(buf))
+			s.cost += cost
 			s.frames = append(s.frames, fr)
 			s.ids[partKey{fr.topic, fr.partition}] = fr.topicID
 			if len(s.frames) == 1 {
 				s.timer = time.AfterFunc(n.opts.RollAge, func() { n.rollDue(s) })
 			}
-			if s.size >= n.opts.RollBytes {
+			if s.cost >= n.opts.RollBytes {
 				n.sealLocked()
 			}
 			n.dequeueLocked(w)
@@ -260,6 +262,18 @@ func (n *Writer) write(ctx context.Context, fr frameRef, buf []byte) error {
 			return err
 		}
 	}
+}
+
+// pendingCost is what a frame of size bytes and count records adds to a
+// segment's cost, counting the partition's own bookkeeping if it is new
+// to the segment. A segment rolls when its cost reaches RollBytes, so the
+// heap of many tiny frames is bounded as their bytes are.
+func pendingCost(size, count int, newPart bool) int64 {
+	c := int64(size) + pendingFrameCost + int64(count)*pendingRecordCost
+	if newPart {
+		c += pendingPartCost
+	}
+	return c
 }
 
 // waiter is a writer queued for room in a segment.
@@ -320,7 +334,7 @@ func (n *Writer) newSegmentLocked() (*segment, error) {
 		f.Close()
 		return nil, fmt.Errorf("create hot segment %s: %w", path, err)
 	}
-	s := &segment{path: path, f: f, size: int64(len(segmentMagic)), uploaded: make(chan struct{}), ids: map[partKey]string{}}
+	s := &segment{path: path, f: f, size: int64(len(segmentMagic)), cost: int64(len(segmentMagic)), uploaded: make(chan struct{}), ids: map[partKey]string{}}
 	// Size the buffer like the previous segment: full rolls under load
 	// (no regrowth copies), small ones when rolls are age-triggered.
 	s.mem = append(make([]byte, 0, min(n.opts.RollBytes+int64(len(segmentMagic)), 2*n.mu.lastSize+64<<10)), segmentMagic...)

@@ -96,10 +96,11 @@ func (c *Client) do(ctx context.Context, method, path, ctype string, body []byte
 	ct := resp.Header.Get("Content-Type")
 	mt, _, _ := mime.ParseMediaType(ct)
 	notShale := func() error {
-		if ct == "" {
-			ct = "no content type"
+		got := mt
+		if got == "" {
+			got = "no content type"
 		}
-		return fmt.Errorf("server at %s is %w: got %s %d to %s %s", c.Base, ErrNotShale, ct, resp.StatusCode, method, path)
+		return fmt.Errorf("server at %s is %w: got %s %d to %s %s", c.Base, ErrNotShale, got, resp.StatusCode, method, path)
 	}
 	if resp.StatusCode >= 300 {
 		var e Error

@@ -73,7 +73,7 @@ func DefaultLimits() Limits {
 		MaxHeaders:    500_000,
 		MaxPartitions: 1000,
 		MaxAppends:    64,
-		MaxInflight:   256 << 20,
+		MaxInflight:   128 << 20,
 		BodyTimeout:   30 * time.Second,
 	}
 }

@@ -91,6 +91,12 @@ func (s *Server) offsetForTime(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	// Answer from a state that has caught up: the offset of a time is
+	// asked for to start reading, often on a node that has not looked.
+	if err := s.sync(r); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	t, p, _, err := s.readTopic(r)
 	if err != nil {
 		s.fail(w, r, err)

@@ -187,7 +187,7 @@ func decodeJSONRecords(body []byte, n, maxHeaders int, t manifest.Topic) ([]reco
 			return nil, bad("%v", err)
 		}
 		if tok != "records" {
-			return nil, bad("unknown field %v", tok)
+			return nil, bad("unknown field %q", tok)
 		}
 		if err := delim('['); err != nil {
 			return nil, err

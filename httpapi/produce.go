@@ -93,7 +93,10 @@ func (s *Server) produce(w http.ResponseWriter, r *http.Request) {
 	// Partitions are appended concurrently: they land in the same roll, so
 	// the request waits for one commit, not one per partition. At most
 	// MaxAppends at once, so that one request cannot occupy the writer.
-	actx, cancel := s.bounded(r)
+	// The writer fails a roll's producers itself once the store has failed
+	// for StoreTimeout, with an error that names the store's; this
+	// deadline, a second later, is only the backstop.
+	actx, cancel := context.WithTimeout(r.Context(), s.node.Opts.StoreTimeout+time.Second)
 	defer cancel()
 	results := make([]ProduceResult, len(order))
 	errs := make([]error, len(order))

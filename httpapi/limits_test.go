@@ -277,3 +277,24 @@ func TestProduceStatusWhenEveryPartitionFails(t *testing.T) {
 		})
 	}
 }
+
+// TestAppendsPerRequestBounded: with MaxAppends 1, a request for three
+// partitions appends them one after another, each waiting for its own
+// commit (unbounded, all three share one roll and one commit).
+func TestAppendsPerRequestBounded(t *testing.T) {
+	s, _ := fsStore(t)
+	limits := DefaultLimits()
+	limits.MaxAppends = 1
+	n, c := startServer(t, s, nil, limits)
+	ctx := context.Background()
+	if _, err := c.CreateTopic(ctx, TopicRequest{Name: "a", Partitions: 3}); err != nil {
+		t.Fatal(err)
+	}
+	before := n.Log.Seq()
+	if err := postJSON(c, "/v1/topics/a/records", `{"records":[{"value":"0","partition":0},{"value":"1","partition":1},{"value":"2","partition":2}]}`); err != nil {
+		t.Fatal(err)
+	}
+	if commits := n.Log.Seq() - before; commits < 3 {
+		t.Fatalf("%d commits for three partitions appended one at a time; want 3", commits)
+	}
+}

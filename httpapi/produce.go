@@ -169,10 +169,11 @@ const (
 // charge is a conservative estimate of the memory a produce body of size
 // bytes holding n records and h headers takes until its commit: the body,
 // the frame its records are encoded into, decoded bytes that cannot alias
-// the body (header keys; for JSON, every unescaped string), and the
-// structs.
-func charge(size int64, n, h int, isJSON bool) int64 {
-	bytes := 3 * size
+// the body (header keys, which are strings: keys bytes of them; for JSON,
+// every string, unescaped, and header keys, counted as two more bodies),
+// and the structs.
+func charge(size int64, n, h int, keys int64, isJSON bool) int64 {
+	bytes := 2*size + keys
 	if isJSON {
 		bytes = 4 * size
 	}
@@ -190,7 +191,7 @@ func (s *Server) upfrontCharge(size int64, isJSON bool) int64 {
 	}
 	n := min(size/minRecord+1, int64(s.limits.MaxRecords))
 	h := min(size/2+1, int64(s.limits.MaxHeaders))
-	return charge(size, int(n), int(h), isJSON)
+	return charge(size, int(n), int(h), size, isJSON)
 }
 
 // reservation is a request's share of the in-flight budget.
@@ -282,10 +283,11 @@ func (s *Server) decode(body []byte, isJSON bool, res *reservation, t manifest.T
 		return nil, badRequest("no records in request")
 	}
 	var n, h int
+	var keys int64
 	var err error
 	if isJSON {
 		n, h = scanJSON(body)
-	} else if n, h, err = scanRecords(body, s.limits.MaxRecords); err != nil {
+	} else if n, h, keys, err = scanRecords(body, s.limits.MaxRecords); err != nil {
 		return nil, badRequest("decode records: %v", err)
 	}
 	if n > s.limits.MaxRecords {
@@ -294,7 +296,7 @@ func (s *Server) decode(body []byte, isJSON bool, res *reservation, t manifest.T
 	if !isJSON && h > s.limits.MaxHeaders {
 		return nil, tooLarge("%d headers in one request; send at most %d", h, s.limits.MaxHeaders)
 	}
-	res.shrink(charge(int64(len(body)), n, min(h, s.limits.MaxHeaders), isJSON))
+	res.shrink(charge(int64(len(body)), n, min(h, s.limits.MaxHeaders), keys, isJSON))
 	var recs []record.Record
 	if isJSON {
 		recs, err = decodeJSONRecords(body, n, s.limits.MaxHeaders, t)
@@ -325,9 +327,10 @@ func decodeRecords(body []byte, n int) ([]record.Record, error) {
 	return recs, nil
 }
 
-// scanRecords counts the records and headers of the binary encoding in b
-// without decoding it, stopping after maxRecords+1 records.
-func scanRecords(b []byte, maxRecords int) (n, h int, err error) {
+// scanRecords counts the records, headers and header key bytes of the
+// binary encoding in b without decoding it, stopping after maxRecords+1
+// records.
+func scanRecords(b []byte, maxRecords int) (n, h int, keys int64, err error) {
 	off := 0
 	fail := func(what string) error {
 		return fmt.Errorf("record %d: %w: %s at byte %d", n, record.ErrMalformed, what, off)
@@ -342,11 +345,13 @@ func scanRecords(b []byte, maxRecords int) (n, h int, err error) {
 		off += max(k, 0)
 		return v, k > 0
 	}
+	last := 0 // length of the last field skipped
 	skip := func(nullable bool) bool {
 		l, ok := uvarint()
 		if !ok {
 			return false
 		}
+		last = 0
 		if nullable {
 			if l == 0 {
 				return true
@@ -357,25 +362,30 @@ func scanRecords(b []byte, maxRecords int) (n, h int, err error) {
 			return false
 		}
 		off += int(l)
+		last = int(l)
 		return true
 	}
 	for off < len(b) && n <= maxRecords {
 		if !varint() || !varint() || !skip(true) || !skip(true) {
-			return n, h, fail("bad record")
+			return n, h, keys, fail("bad record")
 		}
 		c, ok := uvarint()
 		if !ok || c > record.MaxHeaders {
-			return n, h, fail("bad header count")
+			return n, h, keys, fail("bad header count")
 		}
 		for range c {
-			if !skip(false) || !skip(true) {
-				return n, h, fail("bad header")
+			if !skip(false) {
+				return n, h, keys, fail("bad header")
+			}
+			keys += int64(last)
+			if !skip(true) {
+				return n, h, keys, fail("bad header")
 			}
 		}
 		n++
 		h += int(c)
 	}
-	return n, h, nil
+	return n, h, keys, nil
 }
 
 // group assigns each record its partition and groups them by partition,

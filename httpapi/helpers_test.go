@@ -1,10 +1,8 @@
 package httpapi
 
 import (
-	"bufio"
 	"context"
 	"errors"
-	"io"
 	"sync"
 	"testing"
 	"time"
@@ -129,10 +127,6 @@ func (h *hangStore) Delete(ctx context.Context, key string) error {
 	}
 	return h.Store.Delete(ctx, key)
 }
-
-func bufioReader(r io.Reader) *bufio.Reader { return bufio.NewReader(r) }
-
-func errorsAs(err error, target any) bool { return errors.As(err, target) }
 
 // postJSON posts a JSON body and returns the error a client would see.
 func postJSON(c *Client, path, body string) error {

@@ -1,8 +1,10 @@
 package httpapi
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -156,7 +158,7 @@ func TestSlowBodyIsCutOff(t *testing.T) {
 	defer conn.Close()
 	fmt.Fprintf(conn, "POST /v1/topics/slow/records HTTP/1.1\r\nHost: %s\r\nContent-Type: %s\r\nContent-Length: 1000\r\n\r\nab", host, RecordsType)
 	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	resp, err := http.ReadResponse(bufioReader(conn), nil)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
 		t.Fatalf("stalled body: no answer: %v", err)
 	}
@@ -216,7 +218,7 @@ func TestProduceLimits(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.do()
 			var se *StatusError
-			if !errorsAs(err, &se) || se.Status != 413 || !strings.Contains(se.Message, tc.says) {
+			if !errors.As(err, &se) || se.Status != 413 || !strings.Contains(se.Message, tc.says) {
 				t.Fatalf("got %v; want 413 saying %q", err, tc.says)
 			}
 		})

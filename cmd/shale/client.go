@@ -340,15 +340,18 @@ func consumePartition(ctx context.Context, c *httpapi.Client, topic string, p in
 	case offset >= 0:
 		next = offset
 	}
+	topicID := "" // the incarnation read, echoed so that a re-created topic is an error
 	for follow || next < end {
 		wait := time.Duration(0)
 		if follow {
 			wait = 5 * time.Second
 		}
-		recs, _, _, err := c.Read(ctx, httpapi.ReadRequest{Topic: topic, Partition: p, Offset: next, Max: 5000, MaxBytes: 4 << 20, Wait: wait})
+		res, err := c.Read(ctx, httpapi.ReadRequest{Topic: topic, Partition: p, Offset: next, Max: 5000, MaxBytes: 4 << 20, Wait: wait, TopicID: topicID})
 		if err != nil {
 			return err
 		}
+		recs := res.Records
+		topicID = res.TopicID
 		if !follow {
 			// Stop at the end the partition had when we started.
 			for i, r := range recs {

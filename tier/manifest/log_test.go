@@ -402,7 +402,7 @@ func TestOpenCostIndependentOfHistory(t *testing.T) {
 		}
 		p.End = int64(objects) * 100
 		st.Topics["t"] = &TopicState{Topic: Topic{Name: "t", ID: "id", Partitions: 1}, Parts: []*Partition{p}}
-		w := &Log{store: s, opts: Options{PageEntries: 1024}}
+		w := &Log{store: s, opts: Options{PageEntries: 1024, StoreTimeout: time.Minute}}
 		snap, pages := snapshotSealed(st, 1024)
 		if err := w.writeCheckpoint(ctx, snap, pages); err != nil {
 			t.Fatal(err)

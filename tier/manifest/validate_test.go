@@ -495,3 +495,92 @@ func waitCheckpoint(l *Log) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// partialStore fails every other write of a checkpoint, its pointer or an
+// index page (a persistent partial failure), and records every write that
+// replaced an index page that already existed.
+type partialStore struct {
+	tier.Store
+	mu       sync.Mutex
+	writes   int
+	rewrites []string
+}
+
+func (p *partialStore) fail(key string) bool {
+	if !strings.HasPrefix(key, indexPrefix) && !strings.HasPrefix(key, checkpointDir) {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.writes++
+	return p.writes%2 == 1
+}
+
+func (p *partialStore) write(ctx context.Context, key string, f func() (tier.Attrs, error)) (tier.Attrs, error) {
+	if p.fail(key) {
+		return tier.Attrs{}, errNetwork
+	}
+	_, herr := p.Store.Head(ctx, key)
+	a, err := f()
+	if err == nil && herr == nil && strings.HasPrefix(key, indexPrefix) {
+		p.mu.Lock()
+		p.rewrites = append(p.rewrites, key)
+		p.mu.Unlock()
+	}
+	return a, err
+}
+
+func (p *partialStore) Put(ctx context.Context, key string, data []byte) (tier.Attrs, error) {
+	return p.write(ctx, key, func() (tier.Attrs, error) { return p.Store.Put(ctx, key, data) })
+}
+
+func (p *partialStore) PutIfAbsent(ctx context.Context, key string, data []byte) (tier.Attrs, error) {
+	return p.write(ctx, key, func() (tier.Attrs, error) { return p.Store.PutIfAbsent(ctx, key, data) })
+}
+
+func (p *partialStore) PutIfMatch(ctx context.Context, key string, data []byte, etag string) (tier.Attrs, error) {
+	return p.write(ctx, key, func() (tier.Attrs, error) { return p.Store.PutIfMatch(ctx, key, data, etag) })
+}
+
+// TestCheckpointSurvivesPartialFailure: with half of the checkpoint's
+// writes failing, every due checkpoint is still written (each write is
+// retried on its own), and a node that seals pages another node already
+// wrote does not rewrite them.
+func TestCheckpointSurvivesPartialFailure(t *testing.T) {
+	ctx := context.Background()
+	ps := &partialStore{Store: newStore(t)}
+	a := openLog(t, ps, Options{CheckpointEvery: 4, PageEntries: 2})
+	if _, err := a.CreateTopic(ctx, "t", 3, Retention{}); err != nil {
+		t.Fatal(err)
+	}
+	b := openLog(t, ps, Options{CheckpointEvery: 4, PageEntries: 2}) // holds every entry: it writes no checkpoint yet
+	for i := range 11 {
+		if _, err := a.Append(ctx, []PendingObject{pending(fmt.Sprint("a", i), "t", 0, 1, 2)}); err != nil {
+			t.Fatal(err)
+		}
+		waitCheckpoint(a)
+	}
+	// a wrote checkpoints 4, 8 and 12; b now takes commit 16 and seals the
+	// same pages from its untrimmed entries, and more.
+	for b.Seq() < 16 {
+		if _, err := b.Append(ctx, []PendingObject{pending(fmt.Sprint("b", b.Seq()), "t", 0, 1, 2)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitCheckpoint(b)
+	data, _, err := ps.Store.Get(ctx, latestKey, 0, -1)
+	if err != nil || string(data) != `{"v":1,"seq":16}` {
+		t.Fatalf("latest checkpoint pointer: %s, %v; want seq 16", data, err)
+	}
+	if len(ps.rewrites) > 0 {
+		t.Fatalf("sealed pages rewritten: %v", ps.rewrites)
+	}
+	cs := &countingStore{Store: ps.Store}
+	fresh := openLog(t, cs, Options{PageEntries: 2})
+	if n := cs.byPrefix[logPrefix]; n != 1 {
+		t.Fatalf("open read %d log records; want 1 (the probe after checkpoint 16)", n)
+	}
+	if es := withAllEntries(t, fresh); len(es) != 15 {
+		t.Fatalf("partition 0 has %d entries, want 15", len(es))
+	}
+}

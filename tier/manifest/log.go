@@ -49,6 +49,8 @@ type Options struct {
 	Logger       *slog.Logger
 }
 
+const defaultStoreTimeout = 30 * time.Second
+
 // DefaultMaxPartitions is the default bound on a cluster's partitions.
 const DefaultMaxPartitions = 100000
 
@@ -113,7 +115,7 @@ func Open(ctx context.Context, store tier.Store, opts Options) (*Log, error) {
 		opts.MaxPartitions = DefaultMaxPartitions
 	}
 	if opts.StoreTimeout <= 0 {
-		opts.StoreTimeout = 30 * time.Second
+		opts.StoreTimeout = defaultStoreTimeout
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()

@@ -74,7 +74,10 @@ type sealed struct {
 }
 
 // snapshotSealed copies the state for a checkpoint, moving every full run
-// of pageEntries tail entries into new pages. It copies partition structs
+// of pageEntries tail entries into new pages, so a checkpoint holds fewer
+// than pageEntries entries per partition. Page boundaries fall every
+// pageEntries entries from a partition's first entry, on every node, so
+// two nodes sealing the same entries write the same page. It copies partition structs
 // and slice headers only: entries are never modified once applied, and the
 // live state only appends, so the copy stays valid after the lock is
 // released and can be encoded without it.
@@ -86,7 +89,7 @@ func snapshotSealed(s *State, pageEntries int) (*State, []sealed) {
 		for i, p := range t.Parts {
 			c := *p
 			c.Pages = slices.Clip(c.Pages)
-			for len(c.Entries) >= 2*pageEntries {
+			for len(c.Entries) >= pageEntries {
 				es := c.Entries[:pageEntries]
 				// MaxTs starts at the first entry's, not 0: timestamps
 				// may be negative, and a page of them must not claim 0.

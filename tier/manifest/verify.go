@@ -50,7 +50,7 @@ func Verify(ctx context.Context, store tier.Store, opts VerifyOptions) ([]Proble
 	if opts.Parallel <= 0 {
 		opts.Parallel = 16
 	}
-	v := &verifier{store: store, opts: opts, pages: map[string][]Entry{}}
+	v := &verifier{store: store, opts: opts, pages: map[string][]Entry{}, differs: map[string]bool{}}
 	if err := v.run(ctx); err != nil {
 		return nil, err
 	}
@@ -63,6 +63,7 @@ type verifier struct {
 	opts     VerifyOptions
 	problems []Problem
 	pages    map[string][]Entry // decoded pages by key; nil for a bad one
+	differs  map[string]bool    // keys reported for differing from the log
 }
 
 func (v *verifier) problem(key, format string, args ...any) {
@@ -240,7 +241,8 @@ func (v *verifier) compare(ctx context.Context, key string, seq int64, st *State
 			if !ok {
 				continue
 			}
-			if at := firstDifference(all, w.Entries); at >= 0 {
+			if at := firstDifference(all, w.Entries); at >= 0 && !v.differs[from[min(at, len(from)-1)]] {
+				v.differs[from[min(at, len(from)-1)]] = true // a page shared by checkpoints is reported once
 				v.problem(from[min(at, len(from)-1)], "topic %q partition %d (checkpoint %s): index entry %d (offset %d) differs from the log's", name, i, key, at, offsetAt(w.Entries, at))
 			}
 		}

@@ -44,14 +44,3 @@ type AppendPart struct {
 	Base      int64  `json:"base"`
 	Span
 }
-
-// checkpoint is the persisted form of a State.
-type checkpoint struct {
-	Version int    `json:"v"`
-	State   *State `json:"state"`
-}
-
-type latestPointer struct {
-	Version int   `json:"v"`
-	Seq     int64 `json:"seq"`
-}

@@ -42,7 +42,11 @@ type Options struct {
 	// bound a request's store work by it.
 	StoreTimeout time.Duration
 	CacheBytes   int64 // bytes of object data cached for reads
-	Logger       *slog.Logger
+	// MaxPartitions bounds the partitions of all topics in the cluster
+	// together; creating a topic past it fails with
+	// manifest.ErrPartitionLimit.
+	MaxPartitions int64
+	Logger        *slog.Logger
 	// Hook, if set, is called at each step of a roll (ingest.Options.Hook).
 	Hook func(stage string)
 }
@@ -59,6 +63,7 @@ func DefaultOptions() Options {
 		Compression:      in.Compression,
 		StoreTimeout:     in.StoreTimeout,
 		CacheBytes:       256 << 20,
+		MaxPartitions:    manifest.DefaultMaxPartitions,
 	}
 }
 
@@ -78,6 +83,7 @@ func (o *Options) Validate() error {
 	positive("max batch bytes", int64(o.MaxBatchBytes))
 	positive("store timeout", int64(o.StoreTimeout))
 	positive("cache bytes", o.CacheBytes)
+	positive("max partitions", o.MaxPartitions)
 	if o.HotDir == "" {
 		errs = append(errs, errors.New("hot directory not set"))
 	}
@@ -108,7 +114,9 @@ func Start(ctx context.Context, store tier.Store, opts Options) (*Node, error) {
 		h, _ := os.Hostname()
 		opts.Name = fmt.Sprintf("%s-%d", h, os.Getpid())
 	}
-	log, err := manifest.Open(ctx, store, manifest.Options{Node: opts.Name, Logger: opts.Logger})
+	log, err := manifest.Open(ctx, store, manifest.Options{
+		Node: opts.Name, Logger: opts.Logger, StoreTimeout: opts.StoreTimeout, MaxPartitions: opts.MaxPartitions,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("open commit log in %s: %w", store, err)
 	}

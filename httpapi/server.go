@@ -166,7 +166,7 @@ func status(err error) int {
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.Is(err, errBadRequest), errors.Is(err, manifest.ErrInvalidTopic), errors.Is(err, record.ErrMalformed),
-		errors.Is(err, record.ErrInvalid), errors.Is(err, reader.ErrInvalid):
+		errors.Is(err, record.ErrInvalid), errors.Is(err, reader.ErrInvalid), errors.Is(err, manifest.ErrOutOfRange):
 		return http.StatusBadRequest
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return http.StatusRequestTimeout // the body did not arrive in time
@@ -182,7 +182,7 @@ func status(err error) int {
 		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, reader.ErrOffsetOutOfRange):
 		return http.StatusRequestedRangeNotSatisfiable
-	case errors.Is(err, ingest.ErrBackpressure), errors.Is(err, ingest.ErrStore), errors.Is(err, ingest.ErrClosed),
+	case errors.Is(err, ingest.ErrBackpressure), errors.Is(err, ingest.ErrStore), errors.Is(err, ingest.ErrClosed), errors.Is(err, manifest.ErrClosed),
 		errors.Is(err, errUnavailable), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable
 	}

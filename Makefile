@@ -46,6 +46,9 @@ fuzz:
 	$(FUZZ) -fuzz FuzzDecodeBatch ./tier/object
 	$(FUZZ) -fuzz 'FuzzDecode$$' ./tier/object
 	$(FUZZ) -fuzz FuzzDecodeSegment ./ingest
+	$(FUZZ) -fuzz FuzzDecodeCommit ./tier/manifest
+	$(FUZZ) -fuzz FuzzCheckpoint ./tier/manifest
+	$(FUZZ) -fuzz FuzzScanRecords ./httpapi
 
 # Benchmarks against a real MinIO on loopback, beside its raw PUT/GET ceiling.
 bench: minio

@@ -27,7 +27,9 @@ type Options struct {
 	// HOSTNAME-PID.
 	Name string
 	// HotDir holds the node's hot segments; required. The node owns it:
-	// it removes segment files it finds there at start.
+	// it must be new, empty or one a shale node marked before (a
+	// SHALE-HOT-DIR file), and only shale's own segment files there are
+	// removed at start (ingest.Options.Dir).
 	HotDir           string
 	RollBytes        int64         // roll a hot segment at this size
 	RollAge          time.Duration // roll a hot segment this long after its first append
@@ -40,7 +42,11 @@ type Options struct {
 	// bound a request's store work by it.
 	StoreTimeout time.Duration
 	CacheBytes   int64 // bytes of object data cached for reads
-	Logger       *slog.Logger
+	// MaxPartitions bounds the partitions of all topics in the cluster
+	// together; creating a topic past it fails with
+	// manifest.ErrPartitionLimit.
+	MaxPartitions int64
+	Logger        *slog.Logger
 	// Hook, if set, is called at each step of a roll (ingest.Options.Hook).
 	Hook func(stage string)
 }
@@ -57,6 +63,7 @@ func DefaultOptions() Options {
 		Compression:      in.Compression,
 		StoreTimeout:     in.StoreTimeout,
 		CacheBytes:       256 << 20,
+		MaxPartitions:    manifest.DefaultMaxPartitions,
 	}
 }
 
@@ -76,6 +83,7 @@ func (o *Options) Validate() error {
 	positive("max batch bytes", int64(o.MaxBatchBytes))
 	positive("store timeout", int64(o.StoreTimeout))
 	positive("cache bytes", o.CacheBytes)
+	positive("max partitions", o.MaxPartitions)
 	if o.HotDir == "" {
 		errs = append(errs, errors.New("hot directory not set"))
 	}
@@ -106,7 +114,9 @@ func Start(ctx context.Context, store tier.Store, opts Options) (*Node, error) {
 		h, _ := os.Hostname()
 		opts.Name = fmt.Sprintf("%s-%d", h, os.Getpid())
 	}
-	log, err := manifest.Open(ctx, store, manifest.Options{Node: opts.Name, Logger: opts.Logger})
+	log, err := manifest.Open(ctx, store, manifest.Options{
+		Node: opts.Name, Logger: opts.Logger, StoreTimeout: opts.StoreTimeout, MaxPartitions: opts.MaxPartitions,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("open commit log in %s: %w", store, err)
 	}
@@ -128,7 +138,7 @@ func Start(ctx context.Context, store tier.Store, opts Options) (*Node, error) {
 		return nil, err
 	}
 	c := cache.New(opts.CacheBytes)
-	return &Node{Store: store, Log: log, Ingest: in, Cache: c, Reader: reader.New(log, store, in, c), Opts: opts}, nil
+	return &Node{Store: store, Log: log, Ingest: in, Cache: c, Reader: reader.New(log, store, in, c, reader.Options{StoreTimeout: opts.StoreTimeout}), Opts: opts}, nil
 }
 
 // Close commits what ingest accepted and closes the log. Front ends stop

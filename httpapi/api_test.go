@@ -85,10 +85,11 @@ func readAll(t *testing.T, c *Client, topic string, p int32) ([]record.Record, i
 	var out []record.Record
 	var end int64 = -1
 	for off := int64(0); end < 0 || off < end; {
-		recs, _, e, err := c.Read(context.Background(), ReadRequest{Topic: topic, Partition: p, Offset: off, Max: 10000})
+		res, err := c.Read(context.Background(), ReadRequest{Topic: topic, Partition: p, Offset: off, Max: 10000})
 		if err != nil {
 			t.Fatal(err)
 		}
+		recs, e := res.Records, res.End
 		if end < 0 {
 			end = e
 		}
@@ -150,16 +151,16 @@ func testRoundTrip(t *testing.T, s tier.Store) {
 	}
 	sameRecords(t, got, want, 0)
 	// From the middle, bounded by max.
-	got, _, _, err = c.Read(ctx, ReadRequest{Topic: "rt", Partition: 1, Offset: 7, Max: 5})
+	res1, err := c.Read(ctx, ReadRequest{Topic: "rt", Partition: 1, Offset: 7, Max: 5})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sameRecords(t, got, want[7:12], 7)
+	sameRecords(t, res1.Records, want[7:12], 7)
 	// By time.
 	ts := time.UnixMilli(want[20].Timestamp)
-	got, _, _, err = c.Read(ctx, ReadRequest{Topic: "rt", Partition: 1, Time: &ts, Max: 1})
-	if err != nil || len(got) != 1 || got[0].Offset != 20 {
-		t.Fatalf("read by time: %+v, %v; want offset 20", got, err)
+	res1, err = c.Read(ctx, ReadRequest{Topic: "rt", Partition: 1, Time: &ts, Max: 1})
+	if err != nil || len(res1.Records) != 1 || res1.Records[0].Offset != 20 {
+		t.Fatalf("read by time: %+v, %v; want offset 20", res1.Records, err)
 	}
 	// JSON form: binary values come back as base64 and decode to the same bytes.
 	resp, err := http.Get(c.Base + "/v1/topics/rt/partitions/1/records?offset=0&max=4&format=json")
@@ -262,7 +263,7 @@ func TestBadInput(t *testing.T) {
 		}, 400, "invalid topic"},
 		{"zero partitions", func() (int, string) {
 			return post("/v1/topics", "application/json", []byte(`{"name":"z","partitions":0}`))
-		}, 400, "partition count"},
+		}, 400, "partitions 0 is outside the valid range 1-100000"},
 		{"unknown field", func() (int, string) {
 			return post("/v1/topics", "application/json", []byte(`{"name":"z","partitions":1,"replication":3}`))
 		}, 400, "unknown field"},
@@ -271,7 +272,7 @@ func TestBadInput(t *testing.T) {
 		}, 409, "already exists"},
 		{"unknown topic read", func() (int, string) { return get("/v1/topics/nope/partitions/0/records") }, 404, "unknown topic"},
 		{"offset past end", func() (int, string) { return get("/v1/topics/ok/partitions/0/records?offset=11") }, 416, "out of range"},
-		{"bad offset", func() (int, string) { return get("/v1/topics/ok/partitions/0/records?offset=-1") }, 400, "non-negative"},
+		{"bad offset", func() (int, string) { return get("/v1/topics/ok/partitions/0/records?offset=-1") }, 400, "0 or more"},
 		{"bad wait", func() (int, string) { return get("/v1/topics/ok/partitions/0/records?wait=soon") }, 400, "duration"},
 		{"bad time", func() (int, string) { return get("/v1/topics/ok/partitions/0/records?time=yesterday") }, 400, "RFC 3339"},
 		{"describe unknown", func() (int, string) { return get("/v1/topics/nope") }, 404, "unknown topic"},
@@ -324,7 +325,7 @@ func TestCorruptObjectIsReportedNotReturned(t *testing.T) {
 			}
 			// A second node has no hot copy and must read the object.
 			_, other := startNode(t, s, nil)
-			_, _, _, err = other.Read(ctx, ReadRequest{Topic: "c", Partition: 0, Max: 1000})
+			_, err = other.Read(ctx, ReadRequest{Topic: "c", Partition: 0, Max: 1000})
 			var se *StatusError
 			if !errors.As(err, &se) || se.Status != 500 || !strings.Contains(se.Message, objs[0].Key) {
 				t.Fatalf("read of damaged object: %v; want a 500 naming %s", err, objs[0].Key)
@@ -431,11 +432,11 @@ func TestLongPollSeesOtherNodesCommits(t *testing.T) {
 	}
 	got := make(chan []record.Record, 1)
 	go func() {
-		recs, _, _, err := b.Read(ctx, ReadRequest{Topic: "lp", Partition: 0, Wait: 20 * time.Second})
+		res, err := b.Read(ctx, ReadRequest{Topic: "lp", Partition: 0, Wait: 20 * time.Second})
 		if err != nil {
 			t.Error(err)
 		}
-		got <- recs
+		got <- res.Records
 	}()
 	time.Sleep(200 * time.Millisecond)
 	if _, err := a.Produce(ctx, "lp", 0, []record.Record{{Value: []byte("hello")}}); err != nil {
@@ -450,9 +451,9 @@ func TestLongPollSeesOtherNodesCommits(t *testing.T) {
 		t.Fatal("long poll did not see the other node's commit")
 	}
 	// With nothing new, it returns empty at its deadline.
-	recs, _, end, err := b.Read(ctx, ReadRequest{Topic: "lp", Partition: 0, Offset: 1, Wait: 100 * time.Millisecond})
-	if err != nil || len(recs) != 0 || end != 1 {
-		t.Fatalf("idle long poll: %v %d %v", recs, end, err)
+	res, err := b.Read(ctx, ReadRequest{Topic: "lp", Partition: 0, Offset: 1, Wait: 100 * time.Millisecond})
+	if err != nil || len(res.Records) != 0 || res.End != 1 {
+		t.Fatalf("idle long poll: %v %d %v", res.Records, res.End, err)
 	}
 }
 

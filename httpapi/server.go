@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"golang.org/x/sync/semaphore"
@@ -20,6 +21,7 @@ import (
 	"github.com/shalelog/shale/ingest"
 	"github.com/shalelog/shale/reader"
 	"github.com/shalelog/shale/record"
+	"github.com/shalelog/shale/tier"
 	"github.com/shalelog/shale/tier/manifest"
 )
 
@@ -28,6 +30,10 @@ const RecordsType = "application/vnd.shale.records"
 
 // MaxWait bounds a read's long-poll.
 const MaxWait = 30 * time.Second
+
+// ReadyTimeout bounds the store check of /readyz (or the store timeout,
+// if that is shorter): a probe must answer before its prober gives up.
+const ReadyTimeout = 2 * time.Second
 
 // Server serves one node's API.
 type Server struct {
@@ -39,26 +45,48 @@ type Server struct {
 	http     *http.Server
 }
 
-// Limits bound what one request may take from a node.
+// Limits bound what one request may take from a node. Every produce
+// request is refused (413) before it is decoded if it is over one of them.
 type Limits struct {
-	MaxBody int64 // largest request body
-	// MaxInflight bounds the bytes of produce requests being read or
-	// waiting for their commit; more wait (back-pressure).
+	MaxBody    int64 // largest request body
+	MaxRecords int   // records in one produce request
+	MaxHeaders int   // record headers, summed over one produce request
+	// MaxPartitions bounds the partitions one produce request touches, and
+	// MaxAppends the appends (one per partition) it has in flight at once.
+	MaxPartitions int
+	MaxAppends    int
+	// MaxInflight bounds the memory of produce requests being decoded or
+	// waiting for their commit, counted as a conservative estimate of
+	// their decoded size (see charge); more wait (back-pressure).
 	MaxInflight int64
+	// BodyTimeout bounds the wait for a produce body's first byte, and
+	// then, apart from the wait for buffer space, the reading of the rest:
+	// a slow or idle client cannot hold buffer space longer.
+	BodyTimeout time.Duration
 }
 
 // DefaultLimits are the HTTP front end's defaults.
-func DefaultLimits() Limits { return Limits{MaxBody: 16 << 20, MaxInflight: 256 << 20} }
+func DefaultLimits() Limits {
+	return Limits{
+		MaxBody:       16 << 20,
+		MaxRecords:    100_000,
+		MaxHeaders:    500_000,
+		MaxPartitions: 1000,
+		MaxAppends:    64,
+		MaxInflight:   128 << 20,
+		BodyTimeout:   30 * time.Second,
+	}
+}
 
-// New returns the API of node n. The store work of one control request,
-// the wait for buffer space and the reading of a produce body are bounded
-// by n's StoreTimeout.
+// New returns the API of node n. The store work of every request is
+// bounded by n's StoreTimeout.
 func New(n *shale.Node, limits Limits) *Server {
 	s := &Server{node: n, logger: n.Opts.Logger, limits: limits}
 	if s.logger == nil {
 		s.logger = slog.Default()
 	}
-	s.inflight = semaphore.NewWeighted(max(limits.MaxInflight, limits.MaxBody))
+	// The largest request must fit, or it would wait forever.
+	s.inflight = semaphore.NewWeighted(max(limits.MaxInflight, s.upfrontCharge(limits.MaxBody, true)))
 	return s
 }
 
@@ -92,7 +120,8 @@ func (s *Server) Close() error {
 // Handler returns the API's routes.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", s.ready)
 	mux.HandleFunc("GET /v1/stats", s.stats)
 	mux.HandleFunc("GET /v1/topics", s.listTopics)
 	mux.HandleFunc("POST /v1/topics", s.createTopic)
@@ -101,7 +130,24 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/topics/{topic}/records", s.produce)
 	mux.HandleFunc("GET /v1/topics/{topic}/partitions/{partition}/records", s.read)
 	mux.HandleFunc("GET /v1/topics/{topic}/partitions/{partition}/offset", s.offsetForTime)
+	// Anything else gets a JSON error too, so that a client can tell a
+	// shale server with no such endpoint from some other server.
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, Error{Error: fmt.Sprintf("no endpoint %s %s: the API is described in docs/http.md", r.Method, r.URL.Path)})
+	})
 	return mux
+}
+
+// ready answers 200 when the store answers and this node has caught up
+// with the commit log, within ReadyTimeout; else 503 with the reason.
+func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), min(ReadyTimeout, s.node.Opts.StoreTimeout))
+	defer cancel()
+	if err := s.node.Log.Sync(ctx); err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, Error{Error: fmt.Sprintf("not ready: cannot catch up with the commit log: %v", err)})
+		return
+	}
+	io.WriteString(w, "ok\n")
 }
 
 // Error is the body of every error response.
@@ -115,36 +161,53 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
-// fail maps an error to a status a client can act on.
-func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
-	status := http.StatusInternalServerError
+// status maps an error to a status a client can act on.
+func status(err error) int {
 	var mbe *http.MaxBytesError
 	switch {
-	case errors.Is(err, errBadRequest), errors.Is(err, manifest.ErrInvalidTopic), errors.Is(err, record.ErrMalformed):
-		status = http.StatusBadRequest
+	case errors.Is(err, errBadRequest), errors.Is(err, manifest.ErrInvalidTopic), errors.Is(err, record.ErrMalformed),
+		errors.Is(err, record.ErrInvalid), errors.Is(err, reader.ErrInvalid), errors.Is(err, manifest.ErrOutOfRange):
+		return http.StatusBadRequest
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return http.StatusRequestTimeout // the body did not arrive in time
+	case errors.Is(err, errBodyRead):
+		return http.StatusBadRequest
+	case errors.Is(err, errMediaType):
+		return http.StatusUnsupportedMediaType
 	case errors.Is(err, manifest.ErrUnknownTopic), errors.Is(err, manifest.ErrUnknownPartition):
-		status = http.StatusNotFound
-	case errors.Is(err, manifest.ErrTopicExists):
-		status = http.StatusConflict
-	case errors.Is(err, ingest.ErrTooLarge), errors.As(err, &mbe):
-		status = http.StatusRequestEntityTooLarge
+		return http.StatusNotFound
+	case errors.Is(err, manifest.ErrTopicExists), errors.Is(err, errTopicChanged):
+		return http.StatusConflict
+	case errors.Is(err, ingest.ErrTooLarge), errors.Is(err, errTooLarge), errors.As(err, &mbe):
+		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, reader.ErrOffsetOutOfRange):
-		status = http.StatusRequestedRangeNotSatisfiable
-	case errors.Is(err, ingest.ErrBackpressure), errors.Is(err, ingest.ErrStore), errors.Is(err, ingest.ErrClosed),
+		return http.StatusRequestedRangeNotSatisfiable
+	case errors.Is(err, ingest.ErrBackpressure), errors.Is(err, ingest.ErrStore), errors.Is(err, ingest.ErrClosed), errors.Is(err, manifest.ErrClosed),
 		errors.Is(err, errUnavailable), errors.Is(err, context.DeadlineExceeded):
-		status = http.StatusServiceUnavailable
-	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+// fail answers with err and the status it maps to.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	code := status(err)
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		return // the client went away; nobody reads the answer
 	}
-	if status == http.StatusInternalServerError {
+	if code == http.StatusInternalServerError {
 		s.logger.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
-	writeJSON(w, status, Error{Error: err.Error()})
+	writeJSON(w, code, Error{Error: err.Error()})
 }
 
 var (
-	errBadRequest  = errors.New("bad request")
-	errUnavailable = errors.New("store unavailable")
+	errBadRequest   = errors.New("bad request")
+	errMediaType    = errors.New("unsupported content type")
+	errTooLarge     = errors.New("request too large")
+	errUnavailable  = errors.New("store unavailable")
+	errTopicChanged = errors.New("topic was deleted and re-created")
+	errBodyRead     = errors.New("request body")
 )
 
 // bounded is the request's context, bounded by the store timeout.
@@ -152,16 +215,36 @@ func (s *Server) bounded(r *http.Request) (context.Context, context.CancelFunc) 
 	return context.WithTimeout(r.Context(), s.node.Opts.StoreTimeout)
 }
 
-// sync brings the node's view of the log up to date.
+// sync brings the node's view of the log up to date, so that an answer
+// reflects every commit made, by any node, before the request arrived.
 func (s *Server) sync(r *http.Request) error {
 	ctx, cancel := s.bounded(r)
 	defer cancel()
 	if err := s.node.Log.Sync(ctx); err != nil {
-		return fmt.Errorf("%w: read commit log: %w", errUnavailable, err)
+		return fmt.Errorf("%w: %w", errUnavailable, err)
 	}
 	return nil
 }
 
+// storeErr marks an error of store work that has no status of its own as
+// an outage (503, retry later). Corruption stays a 500: retrying does not
+// help, and the message names the object.
+func storeErr(err error) error {
+	var ce *tier.CorruptError
+	if err == nil || status(err) != http.StatusInternalServerError || errors.As(err, &ce) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", errUnavailable, err)
+}
+
 func badRequest(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", errBadRequest, fmt.Sprintf(format, args...))
+}
+
+func mediaType(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", errMediaType, fmt.Sprintf(format, args...))
+}
+
+func tooLarge(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", errTooLarge, fmt.Sprintf(format, args...))
 }

@@ -20,7 +20,8 @@ import (
 type segment struct {
 	path   string
 	f      *os.File
-	size   int64
+	size   int64 // file bytes
+	cost   int64 // size plus the heap its bookkeeping and roll take (pendingCost)
 	frames []frameRef
 	ids    map[partKey]string // topic incarnation of each partition in the segment
 	// mem is the file's bytes, kept until the upload so that a roll never
@@ -34,11 +35,46 @@ type segment struct {
 	obj       manifest.PendingObject
 	uploadErr error
 
-	// Set by the committer once committed; read by HotRecords.
-	readMu sync.RWMutex      // held for reading the file; Lock to close it
-	parts  map[partKey][]int // frame indexes of each partition, in order
+	// Set by the committer once committed; read by HotRecords. The
+	// frames, ids and pending object are dropped then: a held segment
+	// keeps only this compact index.
+	readMu sync.RWMutex            // held for reading the file; Lock to close it
+	parts  map[partKey][]heldFrame // frames of each partition, in order
+	held   int64                   // size plus the heap of parts (heldCost)
 	closed bool
 }
+
+// heldFrame locates a committed frame in its segment file.
+type heldFrame struct {
+	off   int64
+	len   int
+	delta int64 // offset_delta of its first record within the part
+	count int
+}
+
+// Heap accounting. A segment is charged for more than its file bytes, so
+// that many tiny frames roll and are evicted as early as their heap
+// requires, not only their bytes. The charges are upper bounds of what
+// TestHeldSegmentHeap measures (docs/design.md, "Memory of hot segments"):
+//
+//   - pendingFrameCost: a frame from Append to its commit: its frameRef in
+//     the segment's slice (with growth slack) and its result channel
+//     (measured: 335 B with the partition's ids entry).
+//   - pendingRecordCost: a record during the roll, decoded into a
+//     record.Record (88 B) and copied into the encoder's columns.
+//   - pendingPartCost: a partition in a filling or rolling segment: its
+//     ids entry, and in the roll its object part, which is at least one
+//     Arrow record batch (the encoder reserves 2 KiB of object per batch),
+//     its index entry and its part of the commit record.
+//   - heldFrameCost, heldPartCost: a committed segment's index entries
+//     (measured: 123 B for a partition with one frame).
+const (
+	pendingFrameCost  = 512
+	pendingRecordCost = 160
+	pendingPartCost   = 4096
+	heldFrameCost     = 64
+	heldPartCost      = 192
+)
 
 // maxHotSegments bounds the committed segments a node holds (and so its
 // open files) when rolls are small.
@@ -59,6 +95,7 @@ type frameRef struct {
 	len       int
 	part      int   // index of its part in segment.obj.Parts
 	delta     int64 // offset_delta of its first record within the part
+	err       error // set by the roll when this frame alone is refused
 	done      chan result
 }
 
@@ -78,16 +115,12 @@ func (n *Writer) upload(s *segment) {
 	n.opts.Hook("before-put")
 	data := s.mem
 	s.mem = nil // the encoded object replaces it; the file serves reads
-	frames, err := DecodeSegment(s.path, data)
-	if err == nil && len(frames) != len(s.frames) {
-		err = fmt.Errorf("hot segment %s holds %d frames, %d were appended", s.path, len(frames), len(s.frames))
-	}
-	if err != nil {
-		s.uploadErr = err
-		return
-	}
 	// Group frames into one part per (topic incarnation, partition), in
-	// order of first appearance; within a part, in append order.
+	// order of first appearance; within a part, in append order. Each
+	// frame is decoded and checked on its own: Append checked its records
+	// already, but if a frame is bad after all (a bug, or memory gone bad)
+	// only its producer fails and the rest of the roll is committed, since
+	// one bad producer must never cost every other producer its data.
 	type pk struct {
 		topic, id string
 		partition int32
@@ -95,7 +128,14 @@ func (n *Writer) upload(s *segment) {
 	index := map[pk]int{}
 	var parts []object.Part
 	var ids []string
-	for i, f := range frames {
+	for i := range s.frames {
+		fr := &s.frames[i]
+		f, err := n.rollFrame(s, data, fr)
+		if err != nil {
+			n.opts.Logger.Error("roll drops a bad frame", "segment", s.path, "offset", fr.off, "topic", fr.topic, "partition", fr.partition, "err", err)
+			fr.err = err
+			continue
+		}
 		k := pk{f.Topic, f.TopicID, f.Partition}
 		j, ok := index[k]
 		if !ok {
@@ -104,9 +144,12 @@ func (n *Writer) upload(s *segment) {
 			parts = append(parts, object.Part{Topic: f.Topic, Partition: f.Partition})
 			ids = append(ids, f.TopicID)
 		}
-		s.frames[i].part = j
-		s.frames[i].delta = int64(len(parts[j].Records))
+		fr.part = j
+		fr.delta = int64(len(parts[j].Records))
 		parts[j].Records = append(parts[j].Records, f.Records...)
+	}
+	if len(parts) == 0 {
+		return // every frame was bad: nothing to upload or commit
 	}
 	body, idx, err := object.Encode(parts, n.opts.Compression)
 	if err != nil {
@@ -128,6 +171,31 @@ func (n *Writer) upload(s *segment) {
 			Span: manifest.Span{Count: p.Count, MinTs: p.MinTimestamp, MaxTs: p.MaxTimestamp, Bytes: p.Bytes, Batches: p.Batches},
 		}
 	}
+}
+
+// rollFrame decodes frame fr of segment s from the segment's bytes and
+// checks it as Append did. A frame that does not decode, or that is not
+// the frame Append wrote, is a *tier.CorruptError; one whose records break
+// a limit wraps record.ErrInvalid.
+func (n *Writer) rollFrame(s *segment, data []byte, fr *frameRef) (Frame, error) {
+	corrupt := func(err error) error {
+		return &tier.CorruptError{What: "hot segment", Key: s.path, Offset: fr.off, Err: err}
+	}
+	if fr.off < 0 || fr.off+int64(fr.len) > int64(len(data)) {
+		return Frame{}, corrupt(fmt.Errorf("frame of %d bytes is outside the %d-byte segment", fr.len, len(data)))
+	}
+	f, size, err := decodeFrame(data[fr.off : fr.off+int64(fr.len)])
+	if err != nil {
+		return Frame{}, corrupt(err)
+	}
+	if size != fr.len || f.Topic != fr.topic || f.TopicID != fr.topicID || f.Partition != fr.partition || len(f.Records) != fr.count {
+		return Frame{}, corrupt(fmt.Errorf("frame holds %d records of %s/%d, %d of %s/%d were appended",
+			len(f.Records), f.Topic, f.Partition, fr.count, fr.topic, fr.partition))
+	}
+	if err := record.Validate(f.Topic, f.Records); err != nil {
+		return Frame{}, fmt.Errorf("roll %s: %w", s.path, err)
+	}
+	return f, nil
 }
 
 // objectKey names a new object. Keys sort by creation time, which lets a
@@ -210,6 +278,10 @@ func (n *Writer) commit(group []*segment) {
 			s.fail(s.uploadErr)
 			continue
 		}
+		if s.obj.Key == "" { // every frame was bad; each has its error
+			s.fail(nil)
+			continue
+		}
 		objs = append(objs, s.obj)
 		ok = append(ok, s)
 	}
@@ -243,17 +315,18 @@ func (n *Writer) commit(group []*segment) {
 		}
 		n.mu.hot[s.obj.Key] = s
 		n.mu.hotOrder = append(n.mu.hotOrder, s)
-		n.mu.hotBytes += s.size
+		n.mu.hotBytes += s.held
 	}
-	// Bounded by bytes and by count: each held segment keeps a file open.
+	// Bounded by bytes (file bytes and index heap) and by count: each held
+	// segment keeps a file open.
 	for len(n.mu.hotOrder) > 0 && (n.mu.hotBytes > n.opts.HotBytes || len(n.mu.hotOrder) > maxHotSegments) {
 		old := n.mu.hotOrder[0]
 		n.mu.hotOrder = n.mu.hotOrder[1:]
 		delete(n.mu.hot, old.obj.Key)
-		n.mu.hotBytes -= old.size
+		n.mu.hotBytes -= old.held
 		old.drop()
 	}
-	if c := n.mu.cur; c != nil && (c.due || c.size >= n.opts.RollBytes) {
+	if c := n.mu.cur; c != nil && (c.due || c.cost >= n.opts.RollBytes) {
 		n.sealLocked()
 	}
 }
@@ -267,25 +340,40 @@ func containsSeg(ss []*segment, s *segment) bool {
 	return false
 }
 
+// fail releases the waiters of a segment that was not committed with err,
+// or with their own frame's error where it has one.
 func (s *segment) fail(err error) {
 	for _, f := range s.frames {
+		if f.err != nil {
+			f.done <- result{err: f.err}
+			continue
+		}
 		f.done <- result{err: err}
 	}
 }
 
 // ack releases the waiters of a committed segment with their offsets, and
-// indexes its frames for HotRecords.
+// indexes its frames for HotRecords, dropping what reads do not need.
 func (s *segment) ack(r manifest.AppendResult) {
-	s.parts = map[partKey][]int{}
-	for i, f := range s.frames {
+	parts := map[partKey][]heldFrame{}
+	frames := 0
+	for _, f := range s.frames {
+		if f.err != nil {
+			f.done <- result{err: f.err}
+			continue
+		}
 		if err := r.Err[f.part]; err != nil {
 			f.done <- result{err: err}
 			continue
 		}
 		f.done <- result{base: r.Base[f.part] + f.delta}
 		k := partKey{f.topic, f.partition}
-		s.parts[k] = append(s.parts[k], i)
+		parts[k] = append(parts[k], heldFrame{off: f.off, len: f.len, delta: f.delta, count: f.count})
+		frames++
 	}
+	s.parts = parts
+	s.held = s.size + int64(frames)*heldFrameCost + int64(len(parts))*heldPartCost
+	s.frames, s.ids, s.obj.Parts = nil, nil, nil
 }
 
 // Holds reports whether this node holds the committed segment that became
@@ -313,8 +401,7 @@ func (n *Writer) HotRecords(key, topic string, partition int32, from int64, maxR
 		return nil, false, nil
 	}
 	bytes := 0
-	for _, i := range s.parts[partKey{topic, partition}] {
-		f := s.frames[i]
+	for _, f := range s.parts[partKey{topic, partition}] {
 		if f.delta+int64(f.count) <= from {
 			continue
 		}

@@ -9,10 +9,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"slices"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/shalelog/shale/record"
@@ -38,11 +36,11 @@ var (
 
 // Options configure a Writer. Zero values take the defaults noted.
 type Options struct {
-	Dir           string        // hot segment directory; required
-	RollBytes     int64         // roll when a segment holds this much; default 16 MiB
+	Dir           string        // hot segment directory, the node's own (openDir); required
+	RollBytes     int64         // roll when a segment holds this much, counting its heap (pendingCost); default 16 MiB
 	RollAge       time.Duration // roll when a segment's first append is this old; default 250ms
 	MaxInflight   int           // rolled segments not yet committed; default 4
-	HotBytes      int64         // committed segments kept locally for reads; default 256 MiB
+	HotBytes      int64         // committed segments kept locally for reads, counting their index heap; default 256 MiB
 	MaxBatchBytes int           // largest encoded append; default 8 MiB
 	Compression   object.Compression
 	Node          string        // node name, part of object keys
@@ -123,28 +121,19 @@ type Writer struct {
 	closeOnce sync.Once
 }
 
-// New starts a node. It takes the hot directory for itself and discards
-// what a previous process left there: uncommitted data was never
-// acknowledged, and committed data is in the store.
+// New starts a node. It takes the hot directory for itself (openDir: a
+// new or empty directory, or one it marked before; never a directory
+// holding files of others) and discards the segment files a previous
+// process left there: uncommitted data was never acknowledged, and
+// committed data is in the store.
 func New(store tier.Store, log *manifest.Log, opts Options) (*Writer, error) {
 	opts.defaults()
 	if opts.Dir == "" {
 		return nil, errors.New("ingest: hot segment directory not set")
 	}
-	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
-		return nil, fmt.Errorf("create hot directory: %w", err)
-	}
-	lock, err := os.OpenFile(filepath.Join(opts.Dir, "LOCK"), os.O_CREATE|os.O_RDWR, 0o644)
+	lock, err := openDir(opts.Dir)
 	if err != nil {
-		return nil, fmt.Errorf("open hot directory lock: %w", err)
-	}
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		lock.Close()
-		return nil, fmt.Errorf("hot directory %s is in use by another shale process (give each its own --hot-dir): %w", opts.Dir, err)
-	}
-	old, _ := filepath.Glob(filepath.Join(opts.Dir, "*.seg"))
-	for _, f := range old {
-		os.Remove(f)
+		return nil, err
 	}
 	n := &Writer{
 		store:     store,
@@ -168,7 +157,8 @@ type result struct {
 // Append adds records to a partition and returns the offset of the first
 // once they are committed. Records with a zero timestamp get the current
 // time. The returned error says whether the records were rejected
-// (ErrUnknownTopic, ErrTooLarge, ErrBackpressure: nothing was written) or
+// (ErrUnknownTopic, ErrTooLarge, ErrBackpressure, record.ErrInvalid with
+// the index of the first bad record: nothing was written) or
 // their fate is unknown (a store failure during the roll: they may or may
 // not be committed, as with any Kafka produce that times out).
 func (n *Writer) Append(ctx context.Context, topic string, partition int32, recs []record.Record) (int64, error) {
@@ -182,9 +172,16 @@ func (n *Writer) Append(ctx context.Context, topic string, partition int32, recs
 	if partition < 0 || partition >= t.Partitions {
 		return 0, fmt.Errorf("%w %d of topic %q (it has %d)", manifest.ErrUnknownPartition, partition, topic, t.Partitions)
 	}
+	// Check every record against the limits the roll and the readers
+	// enforce before anything is written: a record that entered a segment
+	// must always be rollable, or its roll would fail for every producer
+	// in it.
+	if err := record.Validate(topic, recs); err != nil {
+		return 0, fmt.Errorf("append to %s/%d: %w", topic, partition, err)
+	}
 	buf := appendFrame(nil, topic, t.ID, partition, recs, time.Now().UnixMilli())
-	if len(buf) > n.opts.MaxBatchBytes {
-		return 0, fmt.Errorf("%w: %d bytes encoded, the limit is %d", ErrTooLarge, len(buf), n.opts.MaxBatchBytes)
+	if limit := min(n.opts.MaxBatchBytes, frameHeaderLen+maxFrameLen); len(buf) > limit {
+		return 0, fmt.Errorf("%w: %d bytes encoded, the limit is %d", ErrTooLarge, len(buf), limit)
 	}
 	done := make(chan result, 1)
 	if err := n.write(ctx, frameRef{topic: topic, topicID: t.ID, partition: partition, count: len(recs), done: done}, buf); err != nil {
@@ -233,7 +230,8 @@ func (n *Writer) write(ctx context.Context, fr frameRef, buf []byte) error {
 		// go to the next segment, so an object never has two parts for one
 		// partition.
 		id, seen := s.ids[partKey{fr.topic, fr.partition}]
-		fits := s.size+int64(len(buf)) <= n.opts.RollBytes || len(s.frames) == 0
+		cost := pendingCost(len(buf), fr.count, !seen)
+		fits := s.cost+cost <= n.opts.RollBytes || len(s.frames) == 0
 		if fits && (!seen || id == fr.topicID) {
 			fr.off, fr.len = s.size, len(buf)
 			if _, err := s.f.WriteAt(buf, s.size); err != nil {
@@ -242,12 +240,13 @@ func (n *Writer) write(ctx context.Context, fr frameRef, buf []byte) error {
 			}
 			s.mem = append(s.mem, buf...)
 			s.size += int64(len(buf))
+			s.cost += cost
 			s.frames = append(s.frames, fr)
 			s.ids[partKey{fr.topic, fr.partition}] = fr.topicID
 			if len(s.frames) == 1 {
 				s.timer = time.AfterFunc(n.opts.RollAge, func() { n.rollDue(s) })
 			}
-			if s.size >= n.opts.RollBytes {
+			if s.cost >= n.opts.RollBytes {
 				n.sealLocked()
 			}
 			n.dequeueLocked(w)
@@ -263,6 +262,18 @@ func (n *Writer) write(ctx context.Context, fr frameRef, buf []byte) error {
 			return err
 		}
 	}
+}
+
+// pendingCost is what a frame of size bytes and count records adds to a
+// segment's cost, counting the partition's own bookkeeping if it is new
+// to the segment. A segment rolls when its cost reaches RollBytes, so the
+// heap of many tiny frames is bounded as their bytes are.
+func pendingCost(size, count int, newPart bool) int64 {
+	c := int64(size) + pendingFrameCost + int64(count)*pendingRecordCost
+	if newPart {
+		c += pendingPartCost
+	}
+	return c
 }
 
 // waiter is a writer queued for room in a segment.
@@ -314,7 +325,7 @@ func (n *Writer) waitLocked(ctx context.Context, w *waiter, ch <-chan struct{}) 
 
 func (n *Writer) newSegmentLocked() (*segment, error) {
 	n.mu.seq++
-	path := filepath.Join(n.opts.Dir, fmt.Sprintf("%08d.seg", n.mu.seq))
+	path := segmentFile(n.opts.Dir, n.mu.seq)
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("create hot segment: %w", err)
@@ -323,7 +334,7 @@ func (n *Writer) newSegmentLocked() (*segment, error) {
 		f.Close()
 		return nil, fmt.Errorf("create hot segment %s: %w", path, err)
 	}
-	s := &segment{path: path, f: f, size: int64(len(segmentMagic)), uploaded: make(chan struct{}), ids: map[partKey]string{}}
+	s := &segment{path: path, f: f, size: int64(len(segmentMagic)), cost: int64(len(segmentMagic)), uploaded: make(chan struct{}), ids: map[partKey]string{}}
 	// Size the buffer like the previous segment: full rolls under load
 	// (no regrowth copies), small ones when rolls are age-triggered.
 	s.mem = append(make([]byte, 0, min(n.opts.RollBytes+int64(len(segmentMagic)), 2*n.mu.lastSize+64<<10)), segmentMagic...)

@@ -5,6 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -318,5 +321,63 @@ func TestWaitingWritersAreServedInOrder(t *testing.T) {
 			t.Fatalf("writer %d was acknowledged before writer %d", i, want)
 		}
 		want++
+	}
+}
+
+// TestHotDirectoryOwnership: ingest deletes only files it wrote. A foreign
+// file, even one named *.seg, survives a start in a marked directory; a
+// non-empty directory it did not mark is refused; its own leftover
+// segments are removed. (Before, New removed every *.seg in the directory,
+// and adopted any directory.)
+func TestHotDirectoryOwnership(t *testing.T) {
+	s := newStore(t)
+	l, err := manifest.Open(context.Background(), s, manifest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+
+	foreignDir := t.TempDir()
+	foreign := filepath.Join(foreignDir, "00000001.seg")
+	if err := os.WriteFile(foreign, []byte("not shale's"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(s, l, Options{Dir: foreignDir}); err == nil || !strings.Contains(err.Error(), "not a shale hot directory") {
+		t.Fatalf("New on a foreign non-empty directory: %v, want a refusal", err)
+	}
+	if _, err := os.Stat(foreign); err != nil {
+		t.Fatalf("foreign file after a refused start: %v", err)
+	}
+
+	// A new directory (and a missing one) is created and marked.
+	dir := filepath.Join(t.TempDir(), "hot")
+	n, err := New(s, l, Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Close()
+	if _, err := os.Stat(filepath.Join(dir, markerName)); err != nil {
+		t.Fatalf("hot directory not marked: %v", err)
+	}
+	// Now a foreign *.seg appears beside a segment of shale's own.
+	foreign = filepath.Join(dir, "00000001.seg")
+	own := segmentFile(dir, 7)
+	for _, f := range []string{foreign, own, filepath.Join(dir, "notes.txt")} {
+		if err := os.WriteFile(f, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err = New(s, l, Options{Dir: dir})
+	if err != nil {
+		t.Fatalf("restart in a marked directory: %v", err)
+	}
+	defer n.Close()
+	if _, err := os.Stat(own); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("leftover segment %s not removed: %v", own, err)
+	}
+	for _, f := range []string{foreign, filepath.Join(dir, "notes.txt")} {
+		if _, err := os.Stat(f); err != nil {
+			t.Fatalf("file shale did not write was touched: %v", err)
+		}
 	}
 }

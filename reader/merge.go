@@ -7,11 +7,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"golang.org/x/sync/singleflight"
 
 	"github.com/shalelog/shale/cache"
+	"github.com/shalelog/shale/ingest"
 	"github.com/shalelog/shale/record"
 	"github.com/shalelog/shale/tier"
 	"github.com/shalelog/shale/tier/manifest"
@@ -21,6 +23,16 @@ import (
 // ErrOffsetOutOfRange is returned for an offset below the partition's start
 // or above its end.
 var ErrOffsetOutOfRange = errors.New("offset out of range")
+
+// ErrInvalid is returned for a read whose arguments are out of their
+// valid range (a negative count or byte limit); the error names the range.
+var ErrInvalid = errors.New("invalid read")
+
+// ErrStore wraps a store failure or a store call that did not answer
+// within Options.StoreTimeout. It is ingest.ErrStore: one sentinel for an
+// unavailable store on the write and read paths, which front ends map to
+// one status (503 in HTTP).
+var ErrStore = ingest.ErrStore
 
 // Hot is the local source of freshly committed records: the ingest node's
 // committed hot segments. HotRecords returns ok=false when it does not hold
@@ -37,9 +49,23 @@ type Merge struct {
 	hot   Hot // may be nil
 	cache *cache.Cache
 
+	timeout time.Duration // Options.StoreTimeout
+
 	flight singleflight.Group
 	fetch  chan struct{} // bounds concurrent store reads, and so their memory
 }
+
+// Options configure a Merge.
+type Options struct {
+	// StoreTimeout bounds each store call of a read (commit log catch-up,
+	// index pages, object GETs, shared whole-object fetches included): a
+	// call that has not answered by then fails with ErrStore. Zero means
+	// DefaultStoreTimeout.
+	StoreTimeout time.Duration
+}
+
+// DefaultStoreTimeout is ingest's default store timeout.
+var DefaultStoreTimeout = ingest.DefaultOptions().StoreTimeout
 
 // EntriesPerRead bounds the entries one read looks at, and StoreEntriesPerRead
 // those of them it may take from the store (the rest come from hot
@@ -53,15 +79,49 @@ const (
 	StoreEntriesPerRead = 1
 )
 
-// fetchTimeout bounds a shared whole-object fetch.
-const fetchTimeout = time.Minute
-
 // MaxFetches bounds a node's concurrent object reads.
 const MaxFetches = 16
 
 // New returns a Merge over the log's committed state.
-func New(log *manifest.Log, store tier.Store, hot Hot, c *cache.Cache) *Merge {
-	return &Merge{log: log, store: store, hot: hot, cache: c, fetch: make(chan struct{}, MaxFetches)}
+func New(log *manifest.Log, store tier.Store, hot Hot, c *cache.Cache, opts Options) *Merge {
+	if opts.StoreTimeout <= 0 {
+		opts.StoreTimeout = DefaultStoreTimeout
+	}
+	return &Merge{log: log, store: store, hot: hot, cache: c, timeout: opts.StoreTimeout, fetch: make(chan struct{}, MaxFetches)}
+}
+
+// bounded returns ctx bounded by the store timeout, for one store call.
+func (m *Merge) bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, m.timeout)
+}
+
+// storeErr marks err, from a store call made under ctx, as ErrStore unless
+// it is an answer rather than a failure to get one: an unknown topic or
+// partition, a missing object, corruption, or the caller's own ctx ending.
+func storeErr(ctx context.Context, err error) error {
+	var ce *tier.CorruptError
+	switch {
+	case err == nil, ctx.Err() != nil, errors.Is(err, ErrStore),
+		errors.Is(err, manifest.ErrUnknownTopic), errors.Is(err, manifest.ErrUnknownPartition),
+		errors.Is(err, tier.ErrNotFound), errors.As(err, &ce):
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrStore, err)
+}
+
+// locate is Log.Locate under the store timeout.
+func (m *Merge) locate(ctx context.Context, topic string, partition int32, offset int64) (start, end int64, entries []manifest.Entry, err error) {
+	sctx, cancel := m.bounded(ctx)
+	defer cancel()
+	start, end, entries, err = m.log.Locate(sctx, topic, partition, max(offset, 0), EntriesPerRead)
+	return start, end, entries, storeErr(ctx, err)
+}
+
+// sync is Log.Sync under the store timeout.
+func (m *Merge) sync(ctx context.Context) error {
+	sctx, cancel := m.bounded(ctx)
+	defer cancel()
+	return storeErr(ctx, m.log.Sync(sctx))
 }
 
 // Result is one read.
@@ -75,24 +135,35 @@ type Result struct {
 // maxRecords and about maxBytes (at least one record if any is available,
 // however large). At the end of the partition it waits up to wait for new
 // commits, from this node or any other.
+//
+// maxRecords and maxBytes of 0 mean 1000 and 1 MiB; negative ones are
+// ErrInvalid. An offset outside the partition, a negative one included,
+// is ErrOffsetOutOfRange naming the partition's range. Each store call
+// is bounded by Options.StoreTimeout and fails with ErrStore.
 func (m *Merge) Read(ctx context.Context, topic string, partition int32, offset int64, maxRecords, maxBytes int, wait time.Duration) (Result, error) {
-	if maxRecords <= 0 {
+	if maxRecords < 0 {
+		return Result{}, fmt.Errorf("%w: max records %d: want 0 (the default, 1000) or more", ErrInvalid, maxRecords)
+	}
+	if maxBytes < 0 {
+		return Result{}, fmt.Errorf("%w: max bytes %d: want 0 (the default, 1 MiB) or more", ErrInvalid, maxBytes)
+	}
+	if maxRecords == 0 {
 		maxRecords = 1000
 	}
-	if maxBytes <= 0 {
+	if maxBytes == 0 {
 		maxBytes = 1 << 20
 	}
-	start, end, entries, err := m.log.Locate(ctx, topic, partition, offset, EntriesPerRead)
+	start, end, entries, err := m.locate(ctx, topic, partition, offset)
 	if err != nil && !errors.Is(err, manifest.ErrUnknownTopic) && !errors.Is(err, manifest.ErrUnknownPartition) {
 		return Result{}, err
 	}
 	if err != nil || offset >= end {
 		// Another node may have committed past what this node has seen:
 		// an offset acknowledged anywhere must be readable here.
-		if err := m.log.Sync(ctx); err != nil {
+		if err := m.sync(ctx); err != nil {
 			return Result{}, err
 		}
-		if start, end, entries, err = m.log.Locate(ctx, topic, partition, offset, EntriesPerRead); err != nil {
+		if start, end, entries, err = m.locate(ctx, topic, partition, offset); err != nil {
 			return Result{}, err
 		}
 	}
@@ -103,7 +174,7 @@ func (m *Merge) Read(ctx context.Context, topic string, partition int32, offset 
 			return !ok || int(partition) >= len(t.Parts) || t.Parts[partition].End > offset
 		})
 		cancel()
-		if start, end, entries, err = m.log.Locate(ctx, topic, partition, offset, EntriesPerRead); err != nil {
+		if start, end, entries, err = m.locate(ctx, topic, partition, offset); err != nil {
 			return Result{}, err
 		}
 	}
@@ -219,16 +290,16 @@ func (m *Merge) batchBytes(ctx context.Context, e *manifest.Entry, b object.Batc
 			if data, ok := m.cache.Get(whole); ok {
 				return data, nil
 			}
-			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), fetchTimeout)
+			fctx, cancel := m.bounded(context.WithoutCancel(ctx))
 			defer cancel()
 			release, err := m.acquire(fctx)
 			if err != nil {
-				return nil, err
+				return nil, fmt.Errorf("%w: read object %s: waiting for a fetch slot: %w", ErrStore, e.Object, err)
 			}
 			defer release()
 			data, _, err := m.store.Get(fctx, e.Object, 0, -1)
 			if err != nil {
-				return nil, fmt.Errorf("read object %s: %w", e.Object, err)
+				return nil, storeErr(context.Background(), fmt.Errorf("read object %s: %w", e.Object, err))
 			}
 			m.cache.Add(whole, data)
 			return data, nil
@@ -252,14 +323,16 @@ func (m *Merge) batchBytes(ctx context.Context, e *manifest.Entry, b object.Batc
 	if data, ok := m.cache.Get(k); ok {
 		return data, nil
 	}
-	release, err := m.acquire(ctx)
+	sctx, cancel := m.bounded(ctx)
+	defer cancel()
+	release, err := m.acquire(sctx)
 	if err != nil {
-		return nil, err
+		return nil, storeErr(ctx, fmt.Errorf("read object %s: waiting for a fetch slot: %w", e.Object, err))
 	}
 	defer release()
-	data, _, err := m.store.Get(ctx, e.Object, b.Off, b.Len)
+	data, _, err := m.store.Get(sctx, e.Object, b.Off, b.Len)
 	if err != nil {
-		return nil, fmt.Errorf("read object %s bytes %d+%d: %w", e.Object, b.Off, b.Len, err)
+		return nil, storeErr(ctx, fmt.Errorf("read object %s bytes %d+%d: %w", e.Object, b.Off, b.Len, err))
 	}
 	m.cache.Add(k, data)
 	return data, nil
@@ -277,23 +350,29 @@ func (m *Merge) acquire(ctx context.Context) (func(), error) {
 // OffsetForTime returns the first offset whose record has a timestamp at or
 // after ts (milliseconds), or the partition's end offset if there is none.
 func (m *Merge) OffsetForTime(ctx context.Context, topic string, partition int32, ts int64) (int64, error) {
-	off, err := m.log.FindTime(ctx, topic, partition, ts)
+	findTime := func() (int64, error) {
+		sctx, cancel := m.bounded(ctx)
+		defer cancel()
+		off, err := m.log.FindTime(sctx, topic, partition, ts)
+		return off, storeErr(ctx, err)
+	}
+	off, err := findTime()
 	if errors.Is(err, manifest.ErrUnknownTopic) || errors.Is(err, manifest.ErrUnknownPartition) {
 		// Perhaps created on another node since this one last looked.
-		if err := m.log.Sync(ctx); err != nil {
+		if err := m.sync(ctx); err != nil {
 			return 0, err
 		}
-		off, err = m.log.FindTime(ctx, topic, partition, ts)
+		off, err = findTime()
 	}
 	if err != nil {
 		return 0, err
 	}
-	_, end, entries, err := m.log.Locate(ctx, topic, partition, off, 1)
+	_, end, entries, err := m.locate(ctx, topic, partition, off)
 	if err != nil || off >= end || len(entries) == 0 {
 		return off, err
 	}
 	e := entries[0]
-	recs, _, err := m.readEntry(ctx, topic, partition, &e, off-e.Base, int(e.Count), 1<<62)
+	recs, _, err := m.readEntry(ctx, topic, partition, &e, off-e.Base, int(e.Count), math.MaxInt)
 	if err != nil {
 		return 0, err
 	}

@@ -49,8 +49,8 @@ func TestMergeAcrossTiers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	hot := New(l, s, n, cache.New(1<<20))
-	cold := New(l, s, nil, cache.New(1<<20))
+	hot := New(l, s, n, cache.New(1<<20), Options{})
+	cold := New(l, s, nil, cache.New(1<<20), Options{})
 	readAll := func(m *Merge) []record.Record {
 		var out []record.Record
 		for off := int64(0); off < int64(len(want)); {

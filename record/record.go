@@ -42,11 +42,65 @@ func (r *Record) Size() int {
 const (
 	MaxHeaders   = 1 << 12
 	MaxFieldSize = 1 << 30
+	// MaxRecordBytes bounds one record as Bytes counts it. It is half the
+	// memory the object decoder allows one record batch (a record larger
+	// than a batch's byte limit gets a batch of its own), so every record
+	// within it can be rolled into an object and read back.
+	MaxRecordBytes = 128 << 20
+	// HeaderOverhead is what each header adds to Bytes beyond its key and
+	// value, so that many empty headers still count.
+	HeaderOverhead = 8
 )
 
-// ErrMalformed is wrapped by every decoding error of the binary record
-// encoding.
-var ErrMalformed = errors.New("malformed record encoding")
+var (
+	// ErrMalformed is wrapped by every decoding error of the binary record
+	// encoding.
+	ErrMalformed = errors.New("malformed record encoding")
+	// ErrInvalid is wrapped by every error of Check and Validate: a record
+	// that decodes but breaks a limit. Front ends map it to a client error.
+	ErrInvalid = errors.New("invalid record")
+)
+
+// Bytes is what a record produced to topic counts against MaxRecordBytes
+// and the object encoder's batch limit: its key, value and header bytes,
+// HeaderOverhead per header, plus the topic, which every row of an object
+// repeats.
+func Bytes(topic string, r *Record) int {
+	n := len(topic) + len(r.Key) + len(r.Value)
+	for _, h := range r.Headers {
+		n += len(h.Key) + len(h.Value) + HeaderOverhead
+	}
+	return n
+}
+
+// Check reports whether r, produced to topic, is within every limit that
+// a record must meet anywhere on its way: the binary encoding's decoder,
+// the object encoder and the object decoder. It is the one place those
+// limits are checked, so that intake, rolls and reads agree: a record that
+// passes Check at intake can always be rolled and read back. The error
+// wraps ErrInvalid. (Fields over MaxFieldSize fail the byte limit, which
+// is smaller.)
+func (r *Record) Check(topic string) error {
+	if n := len(r.Headers); n > MaxHeaders {
+		return fmt.Errorf("%w: %d headers, the limit is %d", ErrInvalid, n, MaxHeaders)
+	}
+	if n := Bytes(topic, r); n > MaxRecordBytes {
+		return fmt.Errorf("%w: %d bytes counting the topic name and %d per header, the limit is %d",
+			ErrInvalid, n, HeaderOverhead, MaxRecordBytes)
+	}
+	return nil
+}
+
+// Validate checks every record of a batch for topic (Check), naming the
+// first bad record by its index in recs.
+func Validate(topic string, recs []Record) error {
+	for i := range recs {
+		if err := recs[i].Check(topic); err != nil {
+			return fmt.Errorf("record %d of the batch for topic %q: %w", i, topic, err)
+		}
+	}
+	return nil
+}
 
 // The binary record encoding, version 1 (docs/format/records.md): a
 // sequence of records, each

@@ -98,7 +98,7 @@ func checkObjectsWithStockArrow(t *testing.T, s tier.Store) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	m := reader.New(l, s, nil, cache.New(0))
+	m := reader.New(l, s, nil, cache.New(0), reader.Options{})
 	checked := 0
 	for _, topic := range l.Topics() {
 		for p := range topic.Partitions {

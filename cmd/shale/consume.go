@@ -231,7 +231,7 @@ func consume(ctx context.Context, a *api, o consumeOpts, d httpapi.TopicDescript
 			end = o.until.offset
 		}
 		wg.Go(func() {
-			err := consumePartition(ctx, a, o, p, next[i], end, emit, warn)
+			err := consumePartition(ctx, a, o, d.ID, p, next[i], end, emit, warn)
 			if err != nil && ctx.Err() == nil {
 				mu.Lock()
 				errs = append(errs, fmt.Errorf("partition %d: %w", p, err))
@@ -261,11 +261,12 @@ func execTemplate(t *template.Template, w io.Writer, p int32, r *record.Record) 
 	return t.Execute(w, tr)
 }
 
-// consumePartition reads partition p from next until end (-1: forever),
-// or until a record at or after o.until.time. With --follow, a server that
-// cannot be reached or answers 503 is retried with backoff from the next
-// offset.
-func consumePartition(ctx context.Context, a *api, o consumeOpts, p int32, next, end int64, emit func(int32, []record.Record) (bool, error), warn func(error)) error {
+// consumePartition reads partition p of topic incarnation topicID from
+// next until end (-1: forever), or until a record at or after
+// o.until.time. With --follow, a server that cannot be reached or answers
+// 503 is retried with backoff from the next offset; a topic deleted and
+// re-created meanwhile is an error.
+func consumePartition(ctx context.Context, a *api, o consumeOpts, topicID string, p int32, next, end int64, emit func(int32, []record.Record) (bool, error), warn func(error)) error {
 	const maxBackoff = 5 * time.Second
 	backoff := 100 * time.Millisecond
 	for end < 0 || next < end {
@@ -273,7 +274,7 @@ func consumePartition(ctx context.Context, a *api, o consumeOpts, p int32, next,
 		if o.follow {
 			wait = 5 * time.Second
 		}
-		recs, _, _, err := a.read(ctx, o.topic, p, next, wait)
+		recs, err := a.read(ctx, o.topic, topicID, p, next, wait)
 		if err != nil {
 			if !o.follow || !transient(err) || ctx.Err() != nil {
 				return err

@@ -75,10 +75,11 @@ func readAll(t *testing.T, url, topic string, partitions int) [][]record.Record 
 		}
 		end := d.Parts[p].End
 		for off := int64(0); off < end; {
-			recs, _, _, err := c.Read(context.Background(), httpapi.ReadRequest{Topic: topic, Partition: int32(p), Offset: off, Max: 10000, MaxBytes: 16 << 20})
+			res, err := c.Read(context.Background(), httpapi.ReadRequest{Topic: topic, Partition: int32(p), Offset: off, Max: 10000, MaxBytes: 16 << 20})
 			if err != nil {
 				t.Fatalf("read %s/%d at %d: %v", topic, p, off, err)
 			}
+			recs := res.Records
 			if len(recs) == 0 {
 				t.Fatalf("read %s/%d at %d: nothing although the end is %d", topic, p, off, end)
 			}

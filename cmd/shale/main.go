@@ -26,6 +26,7 @@ Usage:
   shale produce TOPIC [flags] < input   append records read from stdin
   shale consume TOPIC [flags]           print records
   shale bench   [flags]                 measure produce, replay and the store's raw speed
+  shale log     verify --store URL      check a bucket's commit log, checkpoints and objects
   shale version                         print the version
 
 Client commands (topic, produce, consume) talk to a server (--server,
@@ -67,6 +68,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		"produce": runProduce,
 		"consume": runConsume,
 		"bench":   runBench,
+		"log":     runLog,
 		"version": runVersion,
 	}
 	if len(args) == 0 {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -37,11 +38,12 @@ type nodeFlags struct {
 	maxBatch   *int64
 	storeWait  *time.Duration
 	compress   *string
+	maxParts   *int64
 }
 
 // tuning lists the node flags other than --store, for the check that a
 // client command uses them only with --store.
-var tuning = []string{"hot-dir", "roll-bytes", "roll-age", "cache-bytes", "max-inflight-rolls", "hot-bytes", "max-batch-bytes", "store-timeout", "compression"}
+var tuning = []string{"hot-dir", "roll-bytes", "roll-age", "cache-bytes", "max-inflight-rolls", "hot-bytes", "max-batch-bytes", "store-timeout", "compression", "max-partitions"}
 
 // addNodeFlags adds the node flags in the Node section of f's help.
 // storeDef is the default of --store and hotDirDef the words for the
@@ -62,7 +64,8 @@ func addNodeFlags(f *flags, storeDef, storeDefText, hotDirDef string) nodeFlags 
 		hotBytes:   f.Size("hot-bytes", d.HotBytes, 1, "bytes of committed hot segments kept locally for reads"),
 		maxBatch:   f.Size("max-batch-bytes", int64(d.MaxBatchBytes), 1, "largest accepted produce batch of one partition, encoded"),
 		compress:   f.String("compression", d.Compression.String(), "Arrow buffer compression of new objects: lz4, zstd or none (none is readable by every Arrow reader, including those without codecs)"),
-		storeWait:  f.Duration("store-timeout", d.StoreTimeout, "how long a roll's upload and commit retry a failing store before its producers get an error"),
+		storeWait:  f.Duration("store-timeout", d.StoreTimeout, "how long a roll's upload and commit retry a failing store before its producers get an error; every store call of a request is bounded by it"),
+		maxParts:   f.Count("max-partitions", d.MaxPartitions, 1, math.MaxInt64, "most partitions of all topics in the bucket together; creating a topic past it fails"),
 	}
 }
 
@@ -86,6 +89,7 @@ func (nf nodeFlags) options() (shale.Options, error) {
 	opts.StoreTimeout = *nf.storeWait
 	opts.CacheBytes = *nf.cacheBytes
 	opts.Compression = c
+	opts.MaxPartitions = *nf.maxParts
 	opts.Hook = crashHook()
 	check := opts
 	if check.HotDir == "" {

@@ -23,7 +23,7 @@ accepted and exits; a second exits at once.`
 	f.example = "shale serve --store minio://127.0.0.1:9000/shale --listen :8092"
 	listen := f.String("listen", defaultListen, "HTTP API address (host:port; port 0 picks a free one)")
 	nf := addNodeFlags(f, defaultStore, "file://shale-data/bucket",
-		"for file://DIR, DIR/../.shale-hot-NAME-HASH (of DIR's absolute path); else a new temporary directory, removed at exit")
+		"for file://DIR, DIR/../.shale-hot-NAME-HASH (of DIR's absolute path; a second node on the same DIR needs its own --hot-dir); else a new temporary directory, removed at exit")
 	pos, err := f.parse(args)
 	if err != nil {
 		return err
@@ -54,7 +54,7 @@ accepted and exits; a second exits at once.`
 	logger.Info("shale serving", "http", "http://"+addr, "store", n.Store.String(), "node", o.Name,
 		"hot_dir", o.HotDir, "roll_bytes", o.RollBytes, "roll_age", o.RollAge, "max_inflight_rolls", o.MaxInflightRolls,
 		"hot_bytes", o.HotBytes, "max_batch_bytes", o.MaxBatchBytes, "compression", o.Compression.String(),
-		"store_timeout", o.StoreTimeout, "cache_bytes", o.CacheBytes, "version", version())
+		"store_timeout", o.StoreTimeout, "cache_bytes", o.CacheBytes, "max_partitions", o.MaxPartitions, "version", version())
 	fmt.Fprintf(stdout, "shale listening on http://%s (store %s)\n", addr, n.Store)
 	<-ctx.Done()
 	logger.Info("shutting down: committing accepted records (a second signal exits at once)")

@@ -1,10 +1,5 @@
 package manifest
 
-import (
-	"encoding/json"
-	"fmt"
-)
-
 // FormatVersion is the version of commit records and checkpoints this code
 // writes and the newest it reads.
 const FormatVersion = 1
@@ -48,29 +43,4 @@ type AppendPart struct {
 	Partition int32  `json:"partition"`
 	Base      int64  `json:"base"`
 	Span
-}
-
-func decodeCommit(key string, data []byte) (*Commit, error) {
-	var r Commit
-	if err := json.Unmarshal(data, &r); err != nil {
-		return nil, fmt.Errorf("decode commit record %s: %w", key, err)
-	}
-	if r.Version < 1 || r.Version > FormatVersion {
-		return nil, fmt.Errorf("decode commit record %s: format version %d not supported (this build reads up to %d)", key, r.Version, FormatVersion)
-	}
-	if LogKey(r.Seq) != key {
-		return nil, fmt.Errorf("decode commit record %s: it says it is number %d", key, r.Seq)
-	}
-	return &r, nil
-}
-
-// checkpoint is the persisted form of a State.
-type checkpoint struct {
-	Version int    `json:"v"`
-	State   *State `json:"state"`
-}
-
-type latestPointer struct {
-	Version int   `json:"v"`
-	Seq     int64 `json:"seq"`
 }

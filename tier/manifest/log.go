@@ -12,8 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/golang-lru/v2"
-	"golang.org/x/sync/errgroup"
+	lru "github.com/hashicorp/golang-lru/v2"
 
 	"github.com/shalelog/shale/tier"
 )
@@ -34,9 +33,23 @@ type Options struct {
 	Node            string        // written into commit records, for debugging
 	CheckpointEvery int64         // write a checkpoint every this many commits; default 256
 	PollInterval    time.Duration // how often to look for other nodes' commits while someone waits; default 100ms
-	PageEntries     int           // index entries per sealed index page; default 1024
-	Logger          *slog.Logger
+	PageEntries     int           // index entries per sealed index page; default 1024; the same on every node
+	// MaxPartitions bounds the partitions of all topics together, so that
+	// one request cannot make a state (and a checkpoint) no node can
+	// load; default DefaultMaxPartitions. CreateTopic checks it; applying
+	// a record does not (nodes may be configured differently, and every
+	// node must apply the same records the same way).
+	MaxPartitions int64
+	// StoreTimeout bounds each store call the log makes; default 30s. A
+	// call that hangs fails after it and is retried or reported.
+	StoreTimeout time.Duration
+	Logger       *slog.Logger
 }
+
+const defaultStoreTimeout = 30 * time.Second
+
+// DefaultMaxPartitions is the default bound on a cluster's partitions.
+const DefaultMaxPartitions = 100000
 
 // Log is a node's view of the commit log. It is safe for concurrent use.
 type Log struct {
@@ -49,23 +62,42 @@ type Log struct {
 		changed chan struct{} // closed when state advances
 	}
 	commitSem chan struct{} // one commit in flight per node
-	syncSem   chan struct{} // one catch-up in flight per node
-	// Syncs started and completed (by generation), so that concurrent
-	// Sync calls share one catch-up.
-	syncStarted, syncDone atomic.Int64
-	waiters               atomic.Int64
-	pages                 *lru.Cache[string, []Entry] // index pages read by this node
+	// syncs lets concurrent Sync calls share one catch-up: a caller that
+	// arrives while one runs waits for the next (queued), which starts
+	// when the running one ends and serves every caller queued for it.
+	// Catch-ups run in their own goroutine under the log's lifetime, not
+	// under any caller's context, and each store call is bounded by
+	// StoreTimeout, so no caller's missing deadline can hang the others.
+	syncs struct {
+		sync.Mutex
+		running, queued *syncRun
+		closed          bool
+	}
+	skipped atomic.Int64                // invalid commit records skipped since Open
+	waiters atomic.Int64                // callers in Wait; the poller runs only while there are some
+	pages   *lru.Cache[string, []Entry] // index pages read by this node
 
 	checkpointing atomic.Bool // a checkpoint upload is in flight
 
-	stop chan struct{}
-	done chan struct{}
-	once sync.Once
-	cpWG sync.WaitGroup
+	life     context.Context // canceled by Close: ends catch-ups and checkpoint uploads
+	stopLife context.CancelFunc
+	stop     chan struct{}
+	done     chan struct{}
+	once     sync.Once
+	bg       sync.WaitGroup // catch-up goroutines
+	cpWG     sync.WaitGroup // checkpoint uploads, waited for by Close
 }
 
-// Open loads the latest checkpoint and the log records after it. It reads
-// three objects plus the log tail, however long the history.
+type syncRun struct {
+	done chan struct{}
+	err  error
+}
+
+// ErrClosed is returned by calls on a closed Log.
+var ErrClosed = errors.New("commit log closed")
+
+// Open loads the latest valid checkpoint and the log records after it. It
+// reads three objects plus the log tail, however long the history.
 func Open(ctx context.Context, store tier.Store, opts Options) (*Log, error) {
 	if opts.CheckpointEvery <= 0 {
 		opts.CheckpointEvery = 256
@@ -76,62 +108,71 @@ func Open(ctx context.Context, store tier.Store, opts Options) (*Log, error) {
 	if opts.PollInterval <= 0 {
 		opts.PollInterval = 100 * time.Millisecond
 	}
+	if opts.MaxPartitions <= 0 {
+		opts.MaxPartitions = DefaultMaxPartitions
+	}
+	if opts.StoreTimeout <= 0 {
+		opts.StoreTimeout = defaultStoreTimeout
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
 	l := &Log{store: store, opts: opts, stop: make(chan struct{}), done: make(chan struct{}), pages: newPageCache(),
-		commitSem: make(chan struct{}, 1), syncSem: make(chan struct{}, 1)}
-	st, err := loadCheckpoint(ctx, store)
+		commitSem: make(chan struct{}, 1)}
+	l.life, l.stopLife = context.WithCancel(context.Background())
+	st, err := l.loadCheckpoint(ctx)
 	if err != nil {
+		l.stopLife()
 		return nil, err
 	}
 	l.mu.state = st
 	l.mu.changed = make(chan struct{})
 	if err := l.Sync(ctx); err != nil {
+		l.closeSyncs()
 		return nil, err
 	}
 	go l.poll()
 	return l, nil
 }
 
-func loadCheckpoint(ctx context.Context, store tier.Store) (*State, error) {
-	data, _, err := store.Get(ctx, latestKey, 0, -1)
-	if errors.Is(err, tier.ErrNotFound) {
-		return newState(), nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", latestKey, err)
-	}
-	var p latestPointer
-	if err := json.Unmarshal(data, &p); err != nil {
-		return nil, fmt.Errorf("decode %s: %w", latestKey, err)
-	}
-	key := checkpointKey(p.Seq)
-	data, _, err = store.Get(ctx, key, 0, -1)
-	if err != nil {
-		return nil, fmt.Errorf("read checkpoint %s: %w", key, err)
-	}
-	var cp checkpoint
-	if err := json.Unmarshal(data, &cp); err != nil {
-		return nil, fmt.Errorf("decode checkpoint %s: %w", key, err)
-	}
-	if cp.Version < 1 || cp.Version > FormatVersion || cp.State == nil {
-		return nil, fmt.Errorf("decode checkpoint %s: format version %d not supported", key, cp.Version)
-	}
-	if cp.State.Topics == nil {
-		cp.State.Topics = map[string]*TopicState{}
-	}
-	return cp.State, nil
+// call runs one store call with a deadline of StoreTimeout, so a hung
+// request fails instead of holding its caller forever.
+func call[T any](l *Log, ctx context.Context, f func(context.Context) (T, error)) (T, error) {
+	ctx, cancel := context.WithTimeout(ctx, l.opts.StoreTimeout)
+	defer cancel()
+	return f(ctx)
 }
 
-// Close stops polling and waits for checkpoint uploads. It is idempotent.
+func (l *Log) get(ctx context.Context, key string) ([]byte, tier.Attrs, error) {
+	type res struct {
+		data  []byte
+		attrs tier.Attrs
+	}
+	r, err := call(l, ctx, func(ctx context.Context) (res, error) {
+		d, a, err := l.store.Get(ctx, key, 0, -1)
+		return res{d, a}, err
+	})
+	return r.data, r.attrs, err
+}
+
+// Close stops polling, catch-ups and checkpoint uploads and waits for
+// them. It is idempotent.
 func (l *Log) Close() error {
 	l.once.Do(func() {
 		close(l.stop)
 		<-l.done
 		l.cpWG.Wait()
+		l.closeSyncs()
 	})
 	return nil
+}
+
+func (l *Log) closeSyncs() {
+	l.syncs.Lock()
+	l.syncs.closed = true
+	l.syncs.Unlock()
+	l.stopLife()
+	l.bg.Wait()
 }
 
 // Seq is the number of the last commit this node has applied.
@@ -141,25 +182,54 @@ func (l *Log) Seq() int64 {
 	return l.mu.state.Seq
 }
 
+// Skipped is the number of invalid commit records this node has skipped
+// since Open. Every node skips the same records (docs/design.md).
+func (l *Log) Skipped() int64 { return l.skipped.Load() }
+
 // Sync applies every commit record written before the call. Concurrent
-// callers share one catch-up: a caller that waited while another's sync
-// ran from start to finish after it arrived is done. At the head a sync
-// costs one GET; behind, records are read a few at a time in parallel.
+// callers share one catch-up: a caller that arrives while one runs waits
+// for the next. The caller stops waiting when ctx ends; the catch-up goes
+// on for the others. At the head a sync costs one GET; behind, records are
+// read a few at a time in parallel.
 func (l *Log) Sync(ctx context.Context) error {
-	arrived := l.syncStarted.Load()
-	if err := acquire(ctx, l.syncSem); err != nil {
-		return fmt.Errorf("read commit log: %w", err)
+	l.syncs.Lock()
+	if l.syncs.closed {
+		l.syncs.Unlock()
+		return fmt.Errorf("read commit log: %w", ErrClosed)
 	}
-	defer func() { <-l.syncSem }()
-	if l.syncDone.Load() > arrived {
-		return nil
+	var r *syncRun
+	switch {
+	case l.syncs.running == nil:
+		r = &syncRun{done: make(chan struct{})}
+		l.syncs.running = r
+		l.bg.Go(func() { l.runSyncs(r) })
+	case l.syncs.queued == nil:
+		l.syncs.queued = &syncRun{done: make(chan struct{})}
+		fallthrough
+	default:
+		r = l.syncs.queued
 	}
-	gen := l.syncStarted.Add(1)
-	err := l.catchUp(ctx)
-	if err == nil {
-		l.syncDone.Store(gen)
+	l.syncs.Unlock()
+	select {
+	case <-r.done:
+		return r.err
+	case <-ctx.Done():
+		return fmt.Errorf("read commit log: %w", ctx.Err())
 	}
-	return err
+}
+
+// runSyncs runs r, then the catch-up queued meanwhile, until none is.
+func (l *Log) runSyncs(r *syncRun) {
+	for r != nil {
+		if err := l.catchUp(l.life); err != nil {
+			r.err = fmt.Errorf("read commit log: %w", err)
+		}
+		close(r.done)
+		l.syncs.Lock()
+		r = l.syncs.queued
+		l.syncs.running, l.syncs.queued = r, nil
+		l.syncs.Unlock()
+	}
 }
 
 func (l *Log) catchUp(ctx context.Context) error {
@@ -172,7 +242,7 @@ func (l *Log) catchUp(ctx context.Context) error {
 		for i := range window {
 			wg.Go(func() {
 				key := LogKey(next + int64(i))
-				data, _, err := l.store.Get(ctx, key, 0, -1)
+				data, _, err := l.get(ctx, key)
 				if err != nil {
 					errs[i] = err
 					return
@@ -182,27 +252,46 @@ func (l *Log) catchUp(ctx context.Context) error {
 		}
 		wg.Wait()
 		for i := range window {
-			if errors.Is(errs[i], tier.ErrNotFound) {
+			var ce *tier.CorruptError
+			switch {
+			case errors.Is(errs[i], tier.ErrNotFound):
 				return nil
+			case errors.As(errs[i], &ce):
+				l.applyCommit(next+int64(i), nil, errs[i])
+			case errs[i] != nil:
+				return errs[i]
+			default:
+				l.applyCommit(next+int64(i), recs[i], nil)
 			}
-			if errs[i] != nil {
-				return fmt.Errorf("read commit log: %w", errs[i])
-			}
-			l.applyCommit(recs[i])
 		}
 		window = min(2*window, 16)
 	}
 }
 
-// applyCommit applies r if it is the next record; records already applied
-// (a node's own commit seen again by a concurrent Sync) are ignored.
-func (l *Log) applyCommit(r *Commit) bool {
+// applyCommit applies commit seq if it is the next one; commits already
+// applied (a node's own commit seen again by a concurrent Sync) are
+// ignored. A commit that did not decode (bad is its error) or that does
+// not fit the state is skipped whole: its number is used up and none of
+// its operations applied, the same way on every node.
+func (l *Log) applyCommit(seq int64, r *Commit, bad error) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if r.Seq != l.mu.state.Seq+1 {
+	s := l.mu.state
+	if seq != s.Seq+1 {
 		return false
 	}
-	l.mu.state.apply(r)
+	if bad == nil {
+		if err := s.checkCommit(r); err != nil {
+			bad = corrupt("commit record", LogKey(seq), err)
+		}
+	}
+	if bad != nil {
+		l.skipped.Add(1)
+		l.opts.Logger.Error("skipping invalid commit record: none of its operations are applied, on any node", "key", LogKey(seq), "err", bad)
+		s.Seq = seq
+	} else {
+		s.apply(r)
+	}
 	close(l.mu.changed)
 	l.mu.changed = make(chan struct{})
 	return true
@@ -264,7 +353,8 @@ func (l *Log) View(f func(*State)) {
 // commit appends one record built from the latest state. build may be
 // called several times, once per attempt, and returns the operations to
 // write (or an error, which ends the commit). It returns the record as
-// written.
+// written. A record that would not pass the check every node applies is
+// never written: nodes would skip it, and with it this node's work.
 func (l *Log) commit(ctx context.Context, build func(*State) ([]Op, error)) (*Commit, error) {
 	if err := acquire(ctx, l.commitSem); err != nil {
 		return nil, fmt.Errorf("commit: waiting for this node's previous commit: %w", err)
@@ -274,21 +364,25 @@ func (l *Log) commit(ctx context.Context, build func(*State) ([]Op, error)) (*Co
 	b := backoff{}
 	for {
 		var (
-			ops []Op
-			seq int64
+			rec *Commit
 			err error
 		)
 		l.View(func(s *State) {
-			seq = s.Seq + 1
-			ops, err = build(s)
+			var ops []Op
+			if ops, err = build(s); err != nil || len(ops) == 0 {
+				return
+			}
+			rec = &Commit{Version: FormatVersion, Seq: s.Seq + 1, ID: id, Node: l.opts.Node, TimeMs: time.Now().UnixMilli(), Ops: ops}
+			if cerr := s.checkCommit(rec); cerr != nil {
+				err = fmt.Errorf("commit: refusing to write an invalid record: %w", cerr)
+			}
 		})
 		if err != nil {
 			return nil, err
 		}
-		if len(ops) == 0 {
+		if rec == nil {
 			return nil, nil
 		}
-		rec := &Commit{Version: FormatVersion, Seq: seq, ID: id, Node: l.opts.Node, TimeMs: time.Now().UnixMilli(), Ops: ops}
 		data, err := json.Marshal(rec)
 		if err != nil {
 			return nil, fmt.Errorf("encode commit record: %w", err)
@@ -298,8 +392,8 @@ func (l *Log) commit(ctx context.Context, build func(*State) ([]Op, error)) (*Co
 			return nil, err
 		}
 		if won {
-			l.applyCommit(rec)
-			l.maybeCheckpoint(seq)
+			l.applyCommit(rec.Seq, rec, nil)
+			l.maybeCheckpoint(rec.Seq)
 			return rec, nil
 		}
 		// Another node took seq (put read its record there, so ours can
@@ -311,7 +405,7 @@ func (l *Log) commit(ctx context.Context, build func(*State) ([]Op, error)) (*Co
 				break
 			}
 			if werr := b.wait(ctx); werr != nil {
-				return nil, fmt.Errorf("commit: catch up after losing %s: %w", LogKey(seq), err)
+				return nil, fmt.Errorf("commit: catch up after losing %s: %w", LogKey(rec.Seq), err)
 			}
 		}
 	}
@@ -328,7 +422,7 @@ func (l *Log) put(ctx context.Context, rec *Commit, data []byte) (bool, error) {
 	key := LogKey(rec.Seq)
 	b := backoff{}
 	for {
-		_, err := l.store.PutIfAbsent(ctx, key, data)
+		_, err := call(l, ctx, func(ctx context.Context) (tier.Attrs, error) { return l.store.PutIfAbsent(ctx, key, data) })
 		if err == nil {
 			return true, nil
 		}
@@ -342,9 +436,11 @@ func (l *Log) put(ctx context.Context, rec *Commit, data []byte) (bool, error) {
 	}
 }
 
-// readID returns the ID of the commit record at key, if there is one.
+// readID returns the ID of the commit record at key, if there is one. A
+// record there that does not decode is another writer's (ours always
+// does): found, with an empty ID.
 func (l *Log) readID(ctx context.Context, key string) (id string, found bool, err error) {
-	data, _, err := l.store.Get(ctx, key, 0, -1)
+	data, _, err := l.get(ctx, key)
 	if errors.Is(err, tier.ErrNotFound) {
 		return "", false, nil
 	}
@@ -352,6 +448,10 @@ func (l *Log) readID(ctx context.Context, key string) (id string, found bool, er
 		return "", false, err
 	}
 	r, err := decodeCommit(key, data)
+	var ce *tier.CorruptError
+	if errors.As(err, &ce) {
+		return "", true, nil
+	}
 	if err != nil {
 		return "", false, err
 	}
@@ -371,6 +471,21 @@ func (b *backoff) wait(ctx context.Context) error {
 	}
 }
 
+// retry runs f until it succeeds or ctx ends, waiting with backoff between
+// attempts; it returns f's last error.
+func retry(ctx context.Context, f func() error) error {
+	b := backoff{}
+	for {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		if b.wait(ctx) != nil {
+			return err
+		}
+	}
+}
+
 // acquire takes a one-slot semaphore, or gives up when ctx ends.
 func acquire(ctx context.Context, sem chan struct{}) error {
 	select {
@@ -378,89 +493,6 @@ func acquire(ctx context.Context, sem chan struct{}) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
-	}
-}
-
-// maybeCheckpoint writes a checkpoint of the state at seq, in the
-// background, when seq is a multiple of CheckpointEvery. Only the writer of
-// that commit does it; if it dies first, the next multiple will. Index
-// pages are written first, the checkpoint that references them next, the
-// pointer to the checkpoint last.
-func (l *Log) maybeCheckpoint(seq int64) {
-	if seq%l.opts.CheckpointEvery != 0 || !l.checkpointing.CompareAndSwap(false, true) {
-		return // not due, or the previous one is still being written: the next multiple will do
-	}
-	var (
-		snap  *State
-		pages []sealed
-	)
-	l.View(func(s *State) {
-		if s.Seq == seq {
-			snap, pages = snapshotSealed(s, l.opts.PageEntries)
-		}
-	})
-	if snap == nil {
-		l.checkpointing.Store(false)
-		return
-	}
-	l.cpWG.Go(func() {
-		defer l.checkpointing.Store(false)
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		if err := l.writeCheckpoint(ctx, snap, pages); err != nil {
-			l.opts.Logger.Error("write checkpoint: nodes will replay more of the log at start until one succeeds", "seq", seq, "err", err)
-			return
-		}
-		l.View(func(s *State) { trimSealed(s, pages) })
-	})
-}
-
-func (l *Log) writeCheckpoint(ctx context.Context, snap *State, pages []sealed) error {
-	// Page content is a function of the log, so a concurrent or repeated
-	// write of the same key writes the same bytes.
-	var g errgroup.Group
-	g.SetLimit(16)
-	for _, pg := range pages {
-		g.Go(func() error {
-			data, err := json.Marshal(page{Version: FormatVersion, Entries: pg.entries})
-			if err != nil {
-				return err
-			}
-			if _, err := l.store.Put(ctx, pg.ref.Key, data); err != nil {
-				return fmt.Errorf("write index page: %w", err)
-			}
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return err
-	}
-	data, err := json.Marshal(checkpoint{Version: FormatVersion, State: snap})
-	if err != nil {
-		return err
-	}
-	seq := snap.Seq
-	if _, err := l.store.Put(ctx, checkpointKey(seq), data); err != nil {
-		return err
-	}
-	ptr, _ := json.Marshal(latestPointer{Version: FormatVersion, Seq: seq})
-	for {
-		old, attrs, err := l.store.Get(ctx, latestKey, 0, -1)
-		if errors.Is(err, tier.ErrNotFound) {
-			_, err = l.store.PutIfAbsent(ctx, latestKey, ptr)
-		} else if err == nil {
-			var p latestPointer
-			if json.Unmarshal(old, &p) == nil && p.Seq >= seq {
-				return nil // never move the pointer backwards
-			}
-			_, err = l.store.PutIfMatch(ctx, latestKey, ptr, attrs.ETag)
-		}
-		if err == nil {
-			return nil
-		}
-		if !errors.Is(err, tier.ErrConflict) && !errors.Is(err, tier.ErrNotFound) {
-			return err
-		}
 	}
 }
 

@@ -369,18 +369,18 @@ func TestTrimSealedChecksIncarnation(t *testing.T) {
 		}
 		return es
 	}
-	old := &State{Topics: map[string]*TopicState{"t": {Topic: Topic{Name: "t", ID: "old", Partitions: 1}, Parts: []*Partition{{Entries: entries("old-", 8)}}}}}
+	old := &State{Topics: map[string]*TopicState{"t": {Topic: Topic{Name: "t", ID: "old", Partitions: 1}, Parts: []*Partition{{Entries: entries("old-", 6)}}}}}
 	_, pages := snapshotSealed(old, 4)
 	if len(pages) != 1 {
 		t.Fatalf("sealed %d pages, want 1", len(pages))
 	}
-	recreated := &State{Topics: map[string]*TopicState{"t": {Topic: Topic{Name: "t", ID: "new", Partitions: 1}, Parts: []*Partition{{Entries: entries("new-", 8)}}}}}
+	recreated := &State{Topics: map[string]*TopicState{"t": {Topic: Topic{Name: "t", ID: "new", Partitions: 1}, Parts: []*Partition{{Entries: entries("new-", 6)}}}}}
 	trimSealed(recreated, pages)
-	if p := recreated.Topics["t"].Parts[0]; len(p.Pages) != 0 || len(p.Entries) != 8 {
+	if p := recreated.Topics["t"].Parts[0]; len(p.Pages) != 0 || len(p.Entries) != 6 {
 		t.Fatalf("the re-created topic was trimmed by the old one's page: %d pages, %d entries", len(p.Pages), len(p.Entries))
 	}
 	trimSealed(old, pages)
-	if p := old.Topics["t"].Parts[0]; len(p.Pages) != 1 || len(p.Entries) != 4 || p.Entries[0].Object != "old-4" {
+	if p := old.Topics["t"].Parts[0]; len(p.Pages) != 1 || len(p.Entries) != 2 || p.Entries[0].Object != "old-4" {
 		t.Fatalf("the sealed topic was not trimmed: %+v", p)
 	}
 }
@@ -402,7 +402,7 @@ func TestOpenCostIndependentOfHistory(t *testing.T) {
 		}
 		p.End = int64(objects) * 100
 		st.Topics["t"] = &TopicState{Topic: Topic{Name: "t", ID: "id", Partitions: 1}, Parts: []*Partition{p}}
-		w := &Log{store: s, opts: Options{PageEntries: 1024}}
+		w := &Log{store: s, opts: Options{PageEntries: 1024, StoreTimeout: time.Minute}}
 		snap, pages := snapshotSealed(st, 1024)
 		if err := w.writeCheckpoint(ctx, snap, pages); err != nil {
 			t.Fatal(err)
@@ -422,8 +422,8 @@ func TestOpenCostIndependentOfHistory(t *testing.T) {
 	if bigGets != smallGets+1 { // the deep read's page
 		t.Fatalf("GETs: %d for 200000 objects, %d for 10", bigGets, smallGets)
 	}
-	// The big open reads 195 page references, a tail of fewer than 2048
-	// entries (a constant: the checkpoint keeps at most two pages' worth
+	// The big open reads 195 page references, a tail of fewer than 1024
+	// entries (a constant: the checkpoint keeps less than a page's worth
 	// unsealed) and the one page the deep read needs.
 	if bigBytes > smallBytes+3*1024*300+200*200 {
 		t.Fatalf("read %d bytes for 200000 objects, %d for 10", bigBytes, smallBytes)

@@ -2,30 +2,53 @@ package manifest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
 	"time"
 )
 
-// CreateTopic commits a new topic.
+// CreateTopic commits a new topic. It fails with ErrTopicExists only
+// after catching up with the log, so a topic another node deleted can be
+// created again on a node that has not looked since, and with
+// ErrPartitionLimit when the cluster would have more than MaxPartitions.
 func (l *Log) CreateTopic(ctx context.Context, name string, partitions int32, ret Retention) (Topic, error) {
 	if err := ValidateTopic(name, partitions); err != nil {
 		return Topic{}, err
 	}
 	t := Topic{Name: name, ID: randomID(), Partitions: partitions, Retention: ret, CreatedMs: time.Now().UnixMilli()}
-	_, err := l.commit(ctx, func(s *State) ([]Op, error) {
-		if _, ok := s.Topics[name]; ok {
-			return nil, fmt.Errorf("%w: %q", ErrTopicExists, name)
+	for synced := false; ; synced = true {
+		_, err := l.commit(ctx, func(s *State) ([]Op, error) {
+			if _, ok := s.Topics[name]; ok {
+				return nil, fmt.Errorf("%w: %q", ErrTopicExists, name)
+			}
+			var total int64
+			for _, t := range s.Topics {
+				total += int64(t.Partitions)
+			}
+			if total+int64(partitions) > l.opts.MaxPartitions {
+				return nil, fmt.Errorf("%w: %w: the cluster has %d partitions, %d more would pass the limit of %d", ErrInvalidTopic, ErrPartitionLimit, total, partitions, l.opts.MaxPartitions)
+			}
+			return []Op{{CreateTopic: &t}}, nil
+		})
+		if synced || !errors.Is(err, ErrTopicExists) {
+			return t, err
 		}
-		return []Op{{CreateTopic: &t}}, nil
-	})
-	return t, err
+		if err := l.Sync(ctx); err != nil {
+			return Topic{}, err
+		}
+	}
 }
 
 // DeleteTopic commits the deletion of a topic. Its objects stay until the
-// compactor collects them.
+// compactor collects them. It catches up with the log first, so a topic
+// another node just created can be deleted on a node that has not looked
+// since.
 func (l *Log) DeleteTopic(ctx context.Context, name string) error {
+	if err := l.Sync(ctx); err != nil {
+		return err
+	}
 	_, err := l.commit(ctx, func(s *State) ([]Op, error) {
 		t, ok := s.Topics[name]
 		if !ok {
@@ -107,6 +130,9 @@ func (l *Log) Describe(name string) (Topic, []PartitionInfo, error) {
 // entries (copied) starting with the one that holds offset. Entries from a
 // sealed page stop at the page's end; the caller asks again from there.
 func (l *Log) Locate(ctx context.Context, topic string, partition int32, offset int64, max int) (start, end int64, entries []Entry, err error) {
+	if max < 0 {
+		return 0, 0, nil, fmt.Errorf("locate %d entries: %w: want 0 or more", max, ErrOutOfRange)
+	}
 	var ref PageRef
 	var paged bool
 	l.View(func(s *State) {
@@ -124,7 +150,7 @@ func (l *Log) Locate(ctx context.Context, topic string, partition int32, offset 
 	if err != nil || !paged {
 		return start, end, entries, err
 	}
-	es, err := l.loadPage(ctx, ref.Key)
+	es, err := l.loadPage(ctx, ref)
 	if err != nil {
 		return 0, 0, nil, err
 	}
@@ -137,14 +163,13 @@ func (l *Log) Locate(ctx context.Context, topic string, partition int32, offset 
 // if there is none. The caller scans that entry for the exact record.
 //
 // Timestamps are set by producers and need not grow with offsets, so this
-// scans page summaries and then entries in offset order; it reads at most
-// one page.
+// scans page summaries and then entries in offset order; it reads a page
+// only when the page's max timestamp says it holds a match.
 func (l *Log) FindTime(ctx context.Context, topic string, partition int32, ts int64) (int64, error) {
 	var (
-		off  int64
-		err  error
-		ref  PageRef
-		page bool
+		off   int64
+		err   error
+		pages []PageRef
 	)
 	l.View(func(s *State) {
 		var p *Partition
@@ -152,10 +177,10 @@ func (l *Log) FindTime(ctx context.Context, topic string, partition int32, ts in
 			return
 		}
 		off = p.End
-		for _, pg := range p.Pages {
+		for i, pg := range p.Pages {
 			if pg.MaxTs >= ts {
-				ref, page = pg, true
-				return
+				pages = slices.Clone(p.Pages[i:])
+				break
 			}
 		}
 		for _, e := range p.Entries {
@@ -165,19 +190,24 @@ func (l *Log) FindTime(ctx context.Context, topic string, partition int32, ts in
 			}
 		}
 	})
-	if err != nil || !page {
-		return off, err
-	}
-	es, err := l.loadPage(ctx, ref.Key)
 	if err != nil {
 		return 0, err
 	}
-	for _, e := range es {
-		if e.MaxTs >= ts {
-			return e.Base, nil
+	for _, ref := range pages {
+		if ref.MaxTs < ts {
+			continue
+		}
+		es, err := l.loadPage(ctx, ref)
+		if err != nil {
+			return 0, err
+		}
+		for _, e := range es {
+			if e.MaxTs >= ts {
+				return e.Base, nil
+			}
 		}
 	}
-	return ref.End, nil
+	return off, nil
 }
 
 // PendingPart is one partition's share of an object waiting to be
@@ -204,32 +234,39 @@ type AppendResult struct {
 }
 
 // Append commits objects, in order, in one record (group commit). Parts
-// whose topic or partition no longer exists are left out and reported.
+// whose topic or partition no longer exists, or that would not pass the
+// check every node applies to a record, are left out and reported.
 func (l *Log) Append(ctx context.Context, objs []PendingObject) ([]AppendResult, error) {
 	var results []AppendResult
 	_, err := l.commit(ctx, func(s *State) ([]Op, error) {
 		results = make([]AppendResult, len(objs))
-		ends := map[*Partition]int64{}
+		ov := newOverlay(s)
 		var ops []Op
 		for i, o := range objs {
 			r := AppendResult{Base: make([]int64, len(o.Parts)), Err: make([]error, len(o.Parts))}
+			results[i] = r
+			if err := ov.object(o.Key, o.Size); err != nil {
+				for j := range r.Err {
+					r.Err[j] = err
+				}
+				continue
+			}
 			op := &AppendOp{Object: o.Key, Size: o.Size}
+			seen := map[partKey]bool{}
 			for j, pp := range o.Parts {
-				p, err := s.partition(pp.Topic, pp.TopicID, pp.Partition)
-				if err != nil {
+				if _, err := s.partition(pp.Topic, pp.TopicID, pp.Partition); err != nil {
 					r.Err[j] = err
 					continue
 				}
-				end, ok := ends[p]
-				if !ok {
-					end = p.End
-				}
-				ends[p] = end + pp.Count
-				r.Base[j] = end
 				t := s.Topics[pp.Topic]
-				op.Parts = append(op.Parts, AppendPart{Topic: pp.Topic, TopicID: t.ID, Partition: pp.Partition, Base: end, Span: pp.Span})
+				part := AppendPart{Topic: pp.Topic, TopicID: t.ID, Partition: pp.Partition, Base: ov.end(&t.Topic, pp.Partition), Span: pp.Span}
+				if err := ov.part(o.Size, &part, seen); err != nil {
+					r.Err[j] = fmt.Errorf("append %s: %w", o.Key, err)
+					continue
+				}
+				r.Base[j] = part.Base
+				op.Parts = append(op.Parts, part)
 			}
-			results[i] = r
 			if len(op.Parts) > 0 {
 				ops = append(ops, Op{Append: op})
 			}

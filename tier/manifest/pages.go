@@ -6,12 +6,13 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/hashicorp/golang-lru/v2"
+	lru "github.com/hashicorp/golang-lru/v2"
 )
 
 // Index pages keep a partition's old index entries out of checkpoints and
 // out of memory: a checkpoint carries one PageRef per PageEntries entries,
-// and a page is read only when a read reaches that far back.
+// and a page is read only when a read reaches that far back. Pages are
+// written create-if-absent and never rewritten.
 const indexPrefix = "manifest/index/"
 
 // page is the persisted form of an index page.
@@ -31,22 +32,36 @@ func newPageCache() *lru.Cache[string, []Entry] {
 
 // loadPage returns a page's entries, from the node's page cache or the
 // store. Pages are immutable, so a cached page never goes stale.
-func (l *Log) loadPage(ctx context.Context, key string) ([]Entry, error) {
-	if es, ok := l.pages.Get(key); ok {
+// A page that disagrees with its reference is a *tier.CorruptError, never
+// used: reads would return the wrong objects' records.
+func (l *Log) loadPage(ctx context.Context, ref PageRef) ([]Entry, error) {
+	if es, ok := l.pages.Get(ref.Key); ok {
 		return es, nil
 	}
-	data, _, err := l.store.Get(ctx, key, 0, -1)
+	data, _, err := l.get(ctx, ref.Key)
 	if err != nil {
-		return nil, fmt.Errorf("read index page %s: %w", key, err)
+		return nil, fmt.Errorf("read index page %s: %w", ref.Key, err)
 	}
+	es, err := decodePage(ref, data)
+	if err != nil {
+		return nil, err
+	}
+	l.pages.Add(ref.Key, es)
+	return es, nil
+}
+
+// decodePage decodes the page ref points at and checks it against ref.
+func decodePage(ref PageRef, data []byte) ([]Entry, error) {
 	var pg page
 	if err := json.Unmarshal(data, &pg); err != nil {
-		return nil, fmt.Errorf("decode index page %s: %w", key, err)
+		return nil, corrupt("index page", ref.Key, err)
 	}
-	if pg.Version < 1 || pg.Version > FormatVersion || len(pg.Entries) == 0 {
-		return nil, fmt.Errorf("decode index page %s: format version %d not supported", key, pg.Version)
+	if pg.Version < 1 || pg.Version > FormatVersion {
+		return nil, corrupt("index page", ref.Key, fmt.Errorf("format version %d, this build reads 1 to %d", pg.Version, FormatVersion))
 	}
-	l.pages.Add(key, pg.Entries)
+	if err := checkPage(ref, pg.Entries); err != nil {
+		return nil, corrupt("index page", ref.Key, err)
+	}
 	return pg.Entries, nil
 }
 
@@ -59,7 +74,10 @@ type sealed struct {
 }
 
 // snapshotSealed copies the state for a checkpoint, moving every full run
-// of pageEntries tail entries into new pages. It copies partition structs
+// of pageEntries tail entries into new pages, so a checkpoint holds fewer
+// than pageEntries entries per partition. Page boundaries fall every
+// pageEntries entries from a partition's first entry, on every node, so
+// two nodes sealing the same entries write the same page. It copies partition structs
 // and slice headers only: entries are never modified once applied, and the
 // live state only appends, so the copy stays valid after the lock is
 // released and can be encoded without it.
@@ -71,9 +89,11 @@ func snapshotSealed(s *State, pageEntries int) (*State, []sealed) {
 		for i, p := range t.Parts {
 			c := *p
 			c.Pages = slices.Clip(c.Pages)
-			for len(c.Entries) >= 2*pageEntries {
+			for len(c.Entries) >= pageEntries {
 				es := c.Entries[:pageEntries]
-				ref := PageRef{Key: pageKey(t.ID, i, es[0].Base), Base: es[0].Base, End: es[len(es)-1].End(), Entries: len(es)}
+				// MaxTs starts at the first entry's, not 0: timestamps
+				// may be negative, and a page of them must not claim 0.
+				ref := PageRef{Key: pageKey(t.ID, i, es[0].Base), Base: es[0].Base, End: es[len(es)-1].End(), Entries: len(es), MaxTs: es[0].MaxTs}
 				for _, e := range es {
 					ref.MaxTs = max(ref.MaxTs, e.MaxTs)
 				}

@@ -25,6 +25,12 @@ var (
 	ErrTopicExists = errors.New("topic already exists")
 	// ErrInvalidTopic is wrapped by topic validation errors.
 	ErrInvalidTopic = errors.New("invalid topic")
+	// ErrPartitionLimit is returned (with ErrInvalidTopic) by CreateTopic
+	// when the cluster would have more partitions than its limit
+	// (Options.MaxPartitions). Front ends answer it as a bad request.
+	ErrPartitionLimit = errors.New("cluster partition limit reached")
+	// ErrOutOfRange is wrapped by errors for a count outside its range.
+	ErrOutOfRange = errors.New("out of range")
 )
 
 // MaxPartitions bounds a topic's partition count.
@@ -157,21 +163,20 @@ func (s *State) partition(topic, id string, p int32) (*Partition, error) {
 		return nil, fmt.Errorf("%w %q", ErrUnknownTopic, topic)
 	}
 	if p < 0 || p >= t.Partitions {
-		return nil, fmt.Errorf("%w %d of topic %q (it has %d)", ErrUnknownPartition, p, topic, t.Partitions)
+		return nil, fmt.Errorf("%w %d of topic %q: valid partitions are 0 to %d", ErrUnknownPartition, p, topic, t.Partitions-1)
 	}
 	return t.Parts[p], nil
 }
 
-// apply advances s by one commit record. It is deterministic: every node
-// applying the same records gets the same state. Operations that do not fit
-// the state (which a correct writer never produces) are skipped the same way
-// on every node.
+// apply advances s by one commit record that passed checkCommit. It is
+// deterministic: every node applying the same records gets the same state.
+// Its own checks only keep a bug elsewhere from panicking the node.
 func (s *State) apply(r *Commit) {
 	for _, op := range r.Ops {
 		switch {
 		case op.CreateTopic != nil:
 			t := *op.CreateTopic
-			if _, exists := s.Topics[t.Name]; exists {
+			if _, exists := s.Topics[t.Name]; exists || t.Partitions < 0 {
 				continue
 			}
 			ts := &TopicState{Topic: t, Parts: make([]*Partition, t.Partitions)}

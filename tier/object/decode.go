@@ -299,9 +299,6 @@ func toRecords(rec arrow.RecordBatch) (decoded, error) {
 		r.Key, arena = keys.copyTo(arena, i)
 		r.Value, arena = values.copyTo(arena, i)
 		a, b := int(hoffs[i]), int(hoffs[i+1])
-		if b-a > record.MaxHeaders {
-			return d, fmt.Errorf("row %d has %d headers, over the limit of %d", i, b-a, record.MaxHeaders)
-		}
 		if a < b {
 			hs := headers[a-h0 : b-h0 : b-h0]
 			for j := range hs {
@@ -313,8 +310,8 @@ func toRecords(rec arrow.RecordBatch) (decoded, error) {
 		}
 		// Hold decoding to the limits Encode enforces, so that whatever
 		// decodes can be written again (the compactor relies on it).
-		if n := recordBytes(topicName, r); n > maxRecordBytes {
-			return d, fmt.Errorf("row %d is %d bytes, over the limit of %d", i, n, maxRecordBytes)
+		if err := r.Check(topicName); err != nil {
+			return d, fmt.Errorf("row %d: %w", i, err)
 		}
 	}
 	d.topic = topicName

@@ -71,11 +71,10 @@ func Encode(parts []Part, c Compression) (data []byte, index []PartIndex, err er
 				r := &p.Records[end]
 				pi.MinTimestamp = min(pi.MinTimestamp, r.Timestamp)
 				pi.MaxTimestamp = max(pi.MaxTimestamp, r.Timestamp)
-				n := recordBytes(p.Topic, r)
-				if n > maxRecordBytes || len(r.Headers) > record.MaxHeaders {
-					return nil, nil, fmt.Errorf("encode object: record %d of %s/%d has %d bytes and %d headers, over the limit of %d and %d",
-						end, p.Topic, p.Partition, n, len(r.Headers), maxRecordBytes, record.MaxHeaders)
+				if err := r.Check(p.Topic); err != nil {
+					return nil, nil, fmt.Errorf("encode object: record %d of %s/%d: %w", end, p.Topic, p.Partition, err)
 				}
+				n := recordBytes(p.Topic, r)
 				if end > start && batchBytes+n > MaxBatchBytes {
 					break
 				}
@@ -137,19 +136,11 @@ const (
 	batchOverhead = 2048
 )
 
-// recordBytes is what a record counts against MaxBatchBytes: its key,
-// value and header bytes, plus the topic, which every row repeats, and
-// headerOverhead per header. The last two keep a batch's topic column and
-// header count bounded even for long topics or many empty headers.
-func recordBytes(topic string, r *record.Record) int {
-	n := len(topic) + len(r.Key) + len(r.Value)
-	for _, h := range r.Headers {
-		n += len(h.Key) + len(h.Value) + headerOverhead
-	}
-	return n
-}
-
-const headerOverhead = 8
+// recordBytes is what a record counts against MaxBatchBytes and the
+// record limit: record.Bytes, which counts the topic and a fixed overhead
+// per header so that a batch's topic column and header count stay bounded
+// even for long topics or many empty headers.
+func recordBytes(topic string, r *record.Record) int { return record.Bytes(topic, r) }
 
 // encoder builds record batches straight into Go slices that it reuses
 // from batch to batch and, through a pool, from object to object. Arrow's

@@ -42,13 +42,15 @@ const (
 // Arrow buffers and again in records, so that a corrupt length field
 // cannot make the process allocate without limit (Go's out-of-memory is
 // fatal, not a recoverable panic). It equals arrow-go's default body size
-// limit for readers. Encode refuses records over maxRecordBytes, or with
-// more than record.MaxHeaders headers, so every batch it writes decodes within
-// the bound.
-const (
-	maxBatchMemory = 256 << 20
-	maxRecordBytes = maxBatchMemory / 2
-)
+// limit for readers. Encode and the decoder both hold every record to
+// record.Check, whose byte limit is half of it, so every batch Encode
+// writes decodes within the bound, and whatever decodes can be written
+// again (the compactor relies on it).
+const maxBatchMemory = 256 << 20
+
+// A compile-time check that record.MaxRecordBytes leaves room for the
+// decoder's second copy: the constant overflows uint if it does not.
+const _ = uint(maxBatchMemory - 2*record.MaxRecordBytes)
 
 // Schema metadata keys and values that identify a v1 object.
 const (

@@ -1,0 +1,343 @@
+package manifest
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/shalelog/shale/tier"
+)
+
+// A commit record or checkpoint in the bucket may have been written by a
+// buggy or older build, or by hand. Everything read from the bucket is
+// checked here before it touches the state, so a bad record can never panic
+// a node or make nodes disagree: every node checks the same bytes against
+// the same state with the same rules (docs/format/manifest.md, "Validation").
+
+// errNewerFormat marks a record or checkpoint written by a newer format
+// version. It is not skipped: nodes that understand it would apply it, so
+// skipping would make this node's state differ from theirs.
+var errNewerFormat = errors.New("written by a newer format version")
+
+func corrupt(what, key string, err error) error {
+	return &tier.CorruptError{What: what, Key: key, Err: err}
+}
+
+// decodeCommit decodes and checks the commit record at key, apart from
+// its fit with the state (checkCommit). A record from a newer format
+// version returns an error wrapping errNewerFormat; any other bad record a
+// *tier.CorruptError.
+func decodeCommit(key string, data []byte) (*Commit, error) {
+	var r Commit
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, corrupt("commit record", key, err)
+	}
+	if r.Version > FormatVersion {
+		return nil, fmt.Errorf("decode commit record %s: format version %d is %w (this build reads up to %d)", key, r.Version, errNewerFormat, FormatVersion)
+	}
+	if r.Version < 1 {
+		return nil, corrupt("commit record", key, fmt.Errorf("format version %d, want 1 to %d", r.Version, FormatVersion))
+	}
+	if LogKey(r.Seq) != key {
+		return nil, corrupt("commit record", key, fmt.Errorf("it says it is number %d", r.Seq))
+	}
+	return &r, nil
+}
+
+// decodeCheckpoint decodes and checks the checkpoint of commit seq.
+func decodeCheckpoint(key string, seq int64, data []byte) (*State, error) {
+	var cp checkpoint
+	if err := json.Unmarshal(data, &cp); err != nil {
+		return nil, corrupt("checkpoint", key, err)
+	}
+	if cp.Version < 1 || cp.Version > FormatVersion {
+		return nil, corrupt("checkpoint", key, fmt.Errorf("format version %d, this build reads 1 to %d", cp.Version, FormatVersion))
+	}
+	if err := checkState(cp.State, seq); err != nil {
+		return nil, corrupt("checkpoint", key, err)
+	}
+	return cp.State, nil
+}
+
+// checkState checks a checkpoint's state: shapes, ranges, and each
+// partition's index being contiguous and ending at its end offset.
+func checkState(s *State, seq int64) error {
+	if s == nil {
+		return errors.New("no state")
+	}
+	if s.Seq != seq || seq < 0 {
+		return fmt.Errorf("state is at commit %d, want %d", s.Seq, seq)
+	}
+	if s.Topics == nil {
+		s.Topics = map[string]*TopicState{}
+	}
+	for name, t := range s.Topics {
+		if t == nil || t.Name != name {
+			return fmt.Errorf("topic %q: entry is missing or has another name", name)
+		}
+		if err := ValidateTopic(name, t.Partitions); err != nil {
+			return err
+		}
+		if t.ID == "" {
+			return fmt.Errorf("topic %q: no id", name)
+		}
+		if len(t.Parts) != int(t.Partitions) {
+			return fmt.Errorf("topic %q: %d partitions listed, it has %d", name, len(t.Parts), t.Partitions)
+		}
+		for i, p := range t.Parts {
+			if err := checkPartition(p); err != nil {
+				return fmt.Errorf("topic %q partition %d: %w", name, i, err)
+			}
+		}
+	}
+	return nil
+}
+
+func checkPartition(p *Partition) error {
+	if p == nil {
+		return errors.New("missing")
+	}
+	if p.Start < 0 || p.Start > p.End || p.Bytes < 0 {
+		return fmt.Errorf("start %d, end %d, bytes %d: want 0 <= start <= end, bytes >= 0", p.Start, p.End, p.Bytes)
+	}
+	next := int64(-1) // the offset the next page or entry must start at; -1 before the first
+	for i, pg := range p.Pages {
+		if pg.Key == "" || pg.Entries <= 0 || pg.Base < 0 || pg.Base >= pg.End {
+			return fmt.Errorf("page %d: key %q, %d entries, offsets [%d, %d): want a key, entries > 0, 0 <= base < end", i, pg.Key, pg.Entries, pg.Base, pg.End)
+		}
+		if next >= 0 && pg.Base != next {
+			return fmt.Errorf("page %d starts at %d, the previous one ends at %d", i, pg.Base, next)
+		}
+		next = pg.End
+	}
+	if err := checkEntries(p.Entries, next); err != nil {
+		return err
+	}
+	if n := len(p.Entries); n > 0 {
+		next = p.Entries[n-1].End()
+	}
+	if next >= 0 && next != p.End {
+		return fmt.Errorf("index ends at %d, the partition at %d", next, p.End)
+	}
+	return nil
+}
+
+// checkEntries checks that es are valid and contiguous, starting at first
+// unless first is -1.
+func checkEntries(es []Entry, first int64) error {
+	next := first
+	for i := range es {
+		e := &es[i]
+		if e.Object == "" || e.Base < 0 {
+			return fmt.Errorf("entry %d: object %q, base %d: want an object and base >= 0", i, e.Object, e.Base)
+		}
+		if next >= 0 && e.Base != next {
+			return fmt.Errorf("entry %d starts at %d, the previous one ends at %d", i, e.Base, next)
+		}
+		if err := checkSpan(e.Base, &e.Span, e.ObjectSize); err != nil {
+			return fmt.Errorf("entry %d (%s): %w", i, e.Object, err)
+		}
+		next = e.End()
+	}
+	return nil
+}
+
+// checkPage checks a page's entries against the reference to it.
+func checkPage(ref PageRef, es []Entry) error {
+	if len(es) != ref.Entries || len(es) == 0 {
+		return fmt.Errorf("%d entries, the reference says %d", len(es), ref.Entries)
+	}
+	if err := checkEntries(es, ref.Base); err != nil {
+		return err
+	}
+	if end := es[len(es)-1].End(); end != ref.End {
+		return fmt.Errorf("entries end at %d, the reference says %d", end, ref.End)
+	}
+	return nil
+}
+
+// checkSpan checks one partition's part of an object at base: a positive
+// count that fits in an offset, ordered time bounds, and batches that cover
+// rows [0, count) in order, each inside the object.
+func checkSpan(base int64, sp *Span, objectSize int64) error {
+	if sp.Count <= 0 || base < 0 || sp.Count > math.MaxInt64-base {
+		return fmt.Errorf("base %d, count %d: want count > 0 and base+count within int64", base, sp.Count)
+	}
+	if sp.Bytes < 0 || sp.MinTs > sp.MaxTs {
+		return fmt.Errorf("bytes %d, timestamps [%d, %d]: want bytes >= 0 and min_ts <= max_ts", sp.Bytes, sp.MinTs, sp.MaxTs)
+	}
+	if objectSize < 0 {
+		return fmt.Errorf("object size %d is negative", objectSize)
+	}
+	if len(sp.Batches) == 0 {
+		return errors.New("no batches")
+	}
+	var rows int64
+	for i, b := range sp.Batches {
+		if b.Delta != rows || b.Rows <= 0 || b.Rows > sp.Count-rows {
+			return fmt.Errorf("batch %d: delta %d, rows %d: want delta %d and rows in [1, %d]", i, b.Delta, b.Rows, rows, sp.Count-rows)
+		}
+		if b.Off < 0 || b.Len <= 0 || b.Len > objectSize || b.Off > objectSize-b.Len {
+			return fmt.Errorf("batch %d: bytes [%d, +%d) are not inside the object's %d bytes", i, b.Off, b.Len, objectSize)
+		}
+		rows += b.Rows
+	}
+	if rows != sp.Count {
+		return fmt.Errorf("batches hold %d rows, the count is %d", rows, sp.Count)
+	}
+	return nil
+}
+
+// overlay checks a commit's operations in order against a state without
+// changing it: what the operations before the current one would have done
+// is kept here.
+type overlay struct {
+	s       *State
+	created map[string]*Topic
+	deleted map[string]bool
+	ends    map[partKey]int64
+	objects map[string]bool
+	parts   int64 // partitions in the state after the operations so far
+}
+
+type partKey struct {
+	topicID   string
+	partition int32
+}
+
+func newOverlay(s *State) *overlay {
+	o := &overlay{s: s, created: map[string]*Topic{}, deleted: map[string]bool{}, ends: map[partKey]int64{}, objects: map[string]bool{}}
+	for _, t := range s.Topics {
+		o.parts += int64(t.Partitions)
+	}
+	return o
+}
+
+func (o *overlay) topic(name string) (*Topic, bool) {
+	if t, ok := o.created[name]; ok {
+		return t, true
+	}
+	if o.deleted[name] {
+		return nil, false
+	}
+	t, ok := o.s.Topics[name]
+	if !ok {
+		return nil, false
+	}
+	return &t.Topic, true
+}
+
+// end is the partition's end offset after the operations so far.
+func (o *overlay) end(t *Topic, p int32) int64 {
+	if e, ok := o.ends[partKey{t.ID, p}]; ok {
+		return e
+	}
+	if st, ok := o.s.Topics[t.Name]; ok && st.ID == t.ID && !o.deleted[t.Name] {
+		return st.Parts[p].End
+	}
+	return 0
+}
+
+// checkCommit reports why c cannot be applied to s, or nil. The whole
+// commit is checked before any of it is applied: a commit is applied
+// whole or skipped whole.
+func (s *State) checkCommit(c *Commit) error {
+	o := newOverlay(s)
+	for i, op := range c.Ops {
+		if err := o.op(op); err != nil {
+			return fmt.Errorf("op %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+func (o *overlay) op(op Op) error {
+	n := 0
+	for _, set := range []bool{op.CreateTopic != nil, op.DeleteTopic != nil, op.Append != nil} {
+		if set {
+			n++
+		}
+	}
+	if n != 1 {
+		return fmt.Errorf("%d operations in one element, want exactly 1", n)
+	}
+	switch {
+	case op.CreateTopic != nil:
+		t := *op.CreateTopic
+		if err := ValidateTopic(t.Name, t.Partitions); err != nil {
+			return fmt.Errorf("create_topic: %w", err)
+		}
+		if t.ID == "" {
+			return fmt.Errorf("create_topic %q: no id", t.Name)
+		}
+		if _, exists := o.topic(t.Name); exists {
+			return fmt.Errorf("create_topic %q: %w", t.Name, ErrTopicExists)
+		}
+		o.created[t.Name] = &t
+		delete(o.deleted, t.Name)
+		o.parts += int64(t.Partitions)
+	case op.DeleteTopic != nil:
+		d := op.DeleteTopic
+		t, ok := o.topic(d.Name)
+		if !ok || t.ID != d.ID {
+			return fmt.Errorf("delete_topic %q id %q: no such incarnation", d.Name, d.ID)
+		}
+		o.deleted[d.Name] = true
+		delete(o.created, d.Name)
+		o.parts -= int64(t.Partitions)
+	default:
+		a := op.Append
+		if err := o.object(a.Object, a.Size); err != nil {
+			return err
+		}
+		if len(a.Parts) == 0 {
+			return fmt.Errorf("append %s: no parts", a.Object)
+		}
+		seen := map[partKey]bool{}
+		for j := range a.Parts {
+			if err := o.part(a.Size, &a.Parts[j], seen); err != nil {
+				return fmt.Errorf("append %s: part %d: %w", a.Object, j, err)
+			}
+		}
+	}
+	return nil
+}
+
+// object checks an appended object's key and size and that no earlier
+// operation of the commit appended it.
+func (o *overlay) object(key string, size int64) error {
+	if key == "" || size < 0 {
+		return fmt.Errorf("append: object %q of %d bytes: want a key and size >= 0", key, size)
+	}
+	if o.objects[key] {
+		return fmt.Errorf("append %s: object appended twice in one commit", key)
+	}
+	o.objects[key] = true
+	return nil
+}
+
+// part checks one append part and, if it fits, advances its partition's
+// end offset. seen holds the partitions of the same object so far.
+func (o *overlay) part(objectSize int64, pa *AppendPart, seen map[partKey]bool) error {
+	t, ok := o.topic(pa.Topic)
+	if !ok || pa.TopicID == "" || t.ID != pa.TopicID {
+		return fmt.Errorf("%w %q id %q", ErrUnknownTopic, pa.Topic, pa.TopicID)
+	}
+	if pa.Partition < 0 || pa.Partition >= t.Partitions {
+		return fmt.Errorf("%w %d of topic %q: valid partitions are 0 to %d", ErrUnknownPartition, pa.Partition, pa.Topic, t.Partitions-1)
+	}
+	k := partKey{t.ID, pa.Partition}
+	if seen[k] {
+		return fmt.Errorf("partition %d of topic %q listed twice in one object", pa.Partition, pa.Topic)
+	}
+	if end := o.end(t, pa.Partition); pa.Base != end {
+		return fmt.Errorf("base %d of partition %d of topic %q is not its end offset %d", pa.Base, pa.Partition, pa.Topic, end)
+	}
+	if err := checkSpan(pa.Base, &pa.Span, objectSize); err != nil {
+		return err
+	}
+	seen[k] = true
+	o.ends[k] = pa.Base + pa.Count
+	return nil
+}

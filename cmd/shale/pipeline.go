@@ -52,6 +52,10 @@ type pipeline struct {
 	maxBytes   int
 	maxRecords int
 	inflight   int
+	// maxPending bounds the bytes of records read but not yet sent, over
+	// all partitions (default 64 MiB, at least two batches): keyed input
+	// over many partitions would otherwise grow an open batch in each.
+	maxPending int
 	onAck      func(b *batch, res httpapi.ProduceResult) // called in acknowledgement order of each partition
 
 	// State owned by run.
@@ -61,6 +65,8 @@ type pipeline struct {
 	busy    map[int32]bool
 	sending int
 	sticky  int32
+	pending int // bytes in queued and open batches
+	peak    int // the most pending ever, for tests
 	scratch []byte
 	stats   pipeStats
 }
@@ -91,6 +97,10 @@ func (pl *pipeline) run(ctx context.Context, in <-chan chunk) (pipeStats, error)
 	pl.queued, pl.open, pl.busy = map[int32][]*batch{}, map[int32]*batch{}, map[int32]bool{}
 	pl.stats.partitions = map[int32]bool{}
 	pl.sticky = rand.Int32N(pl.partitions)
+	if pl.maxPending <= 0 {
+		pl.maxPending = 64 << 20
+	}
+	pl.maxPending = max(pl.maxPending, 2*pl.maxBytes)
 	results := make(chan result, pl.inflight)
 	var (
 		stash     []inRec // records not yet placed: their partition's batches are full
@@ -108,7 +118,10 @@ func (pl *pipeline) run(ctx context.Context, in <-chan chunk) (pipeStats, error)
 			stash = stash[1:]
 		}
 		if failed == nil {
-			pl.dispatch(ctx, results, !more || inputDone)
+			// Partial batches go out when input has nothing more waiting,
+			// or when input is held up (a full partition, or the pending
+			// bound): then waiting longer fills nothing.
+			pl.dispatch(ctx, results, !more || inputDone || len(stash) > 0)
 		}
 		if pl.sending == 0 && (failed != nil || inputDone && len(stash) == 0 && len(pl.order) == 0) {
 			break
@@ -211,9 +224,11 @@ func (pl *pipeline) place(r inRec) bool {
 			}
 		}
 	}
-	if !pl.fits(p, n) {
+	if !pl.fits(p, n) || pl.pending > 0 && pl.pending+n > pl.maxPending {
 		return false
 	}
+	pl.pending += n
+	pl.peak = max(pl.peak, pl.pending)
 	b := pl.open[p]
 	if b != nil && (b.bytes+n > pl.maxBytes || len(b.recs) >= pl.maxRecords) {
 		pl.queued[p] = append(pl.queued[p], b)
@@ -271,6 +286,7 @@ func (pl *pipeline) dispatch(ctx context.Context, results chan<- result, eager b
 		if p == pl.sticky && b.recs != nil {
 			pl.sticky = (p + 1) % pl.partitions
 		}
+		pl.pending -= b.bytes
 		pl.busy[p] = true
 		pl.sending++
 		go func() {
@@ -298,6 +314,7 @@ func (pl *pipeline) finish(r result) error {
 				}
 			}
 			pl.maxBytes = max(1, min(pl.maxBytes, a.bytes, b.bytes))
+			pl.pending += a.bytes + b.bytes
 			if len(pl.queued[p]) == 0 && pl.open[p] == nil {
 				pl.order = append(pl.order, p)
 			}

@@ -229,3 +229,30 @@ func TestPipelineStickyPartitions(t *testing.T) {
 		t.Fatalf("stats %+v, %d partitions used, err %v", st, len(l.parts), err)
 	}
 }
+
+// TestPipelineBoundsPending: keyed input over many partitions does not
+// grow an open batch in each without bound.
+func TestPipelineBoundsPending(t *testing.T) {
+	l := newFakeLog()
+	recs := make([]inRec, 50000)
+	for i := range recs {
+		recs[i] = inRec{rec: record.Record{Key: []byte(fmt.Sprint("key-", i)), Value: bytes.Repeat([]byte("v"), 100)}, line: int64(i + 1), part: -1}
+	}
+	in := make(chan chunk)
+	go func() {
+		defer close(in)
+		for len(recs) > 0 { // input always waiting: only the bounds send partial batches
+			n := min(len(recs), 1000)
+			in <- chunk{recs: recs[:n], more: true}
+			recs = recs[n:]
+		}
+	}()
+	pl := &pipeline{send: l.send, partitions: 1000, maxBytes: 64 << 10, maxRecords: 100_000, inflight: 4, maxPending: 256 << 10}
+	st, err := pl.run(context.Background(), in)
+	if err != nil || st.records != 50000 {
+		t.Fatalf("stats %+v, err %v", st, err)
+	}
+	if pl.peak > 256<<10 {
+		t.Fatalf("%d bytes pending at the peak, bound %d", pl.peak, 256<<10)
+	}
+}

@@ -77,8 +77,19 @@ func envWord(s string) string {
 	return strings.ToUpper(strings.NewReplacer("-", "_", " ", "_").Replace(s))
 }
 
+// stringKinds name what a string flag takes, for help.
+var stringKinds = map[string]string{
+	"store": "URL", "server": "URL", "hot-dir": "DIR", "listen": "ADDR", "compression": "CODEC",
+	"offset": "OFFSET", "time": "TIME", "timestamp": "TIME", "until": "OFFSET|TIME", "template": "TEMPLATE",
+	"format": "FORMAT", "input": "FORMAT", "output": "FORMAT", "key": "KEY", "key-delimiter": "DELIM",
+	"header": "KEY=VALUE", "cpuprofile": "FILE",
+}
+
 // add registers v under name with its variable read now.
 func (f *flags) add(v flag.Value, name, kind, help, def string) {
+	if k, ok := stringKinds[name]; ok && kind == "string" {
+		kind = k
+	}
 	info := &flagInfo{name: name, kind: kind, help: help, def: def, section: f.section, env: f.envPrefix + envWord(name)}
 	if f.section == sectionConn {
 		info.env = "SHALE_" + envWord(name)

@@ -85,6 +85,8 @@ type faultRun struct {
 
 	failed  atomic.Int64 // appends that returned an error
 	readErr atomic.Int64 // reads during faults that returned an error
+
+	outageCount atomic.Int64
 }
 
 // runFaults runs faultNodes nodes on base, each through its own fault
@@ -136,7 +138,7 @@ func runFaults(t *testing.T, base tier.Store) {
 		rng := rand.New(rand.NewPCG(seed, uint64(100+i)))
 		wg.Go(func() { r.checkReads(t, i, rng, stop) })
 	}
-	time.Sleep(duration)
+	r.outages(seed, duration)
 	close(stop)
 	wg.Wait()
 	for _, fs := range r.stores {
@@ -152,8 +154,8 @@ func runFaults(t *testing.T, base tier.Store) {
 	r.mu.Lock()
 	acked := len(r.acked)
 	r.mu.Unlock()
-	t.Logf("during faults: %d batches acknowledged, %d appends failed, %d reads failed; injected %d failures, %d delays, %d hangs, %d ambiguous",
-		acked, r.failed.Load(), r.readErr.Load(),
+	t.Logf("during faults: %d batches acknowledged, %d appends failed, %d reads failed; %d outages; injected %d failures, %d delays, %d hangs, %d ambiguous",
+		acked, r.failed.Load(), r.readErr.Load(), r.outageCount.Load(),
 		injected[tiertest.Fail], injected[tiertest.Delay], injected[tiertest.Hang], injected[tiertest.Ambiguous])
 	if injected[tiertest.Fail] == 0 || injected[tiertest.Ambiguous] == 0 {
 		t.Errorf("no failures or no ambiguous writes were injected: the run tested nothing")
@@ -185,6 +187,30 @@ func runFaults(t *testing.T, base tier.Store) {
 		}
 	}
 	r.check(ctx, t)
+}
+
+// outages runs for duration, and meanwhile cuts one node at a time off the
+// store for a few hundred milliseconds: every call fails at once, or every
+// call hangs. The other nodes must go on committing, and the node must
+// recover when its store does.
+func (r *faultRun) outages(seed uint64, duration time.Duration) {
+	rng := rand.New(rand.NewPCG(seed, 200))
+	for end := time.Now().Add(duration); time.Now().Before(end); {
+		time.Sleep(time.Duration(100+rng.IntN(400)) * time.Millisecond)
+		fs := r.stores[rng.IntN(len(r.stores))]
+		kind := []tiertest.FaultKind{tiertest.Fail, tiertest.Hang}[rng.IntN(2)]
+		fs.Set(append(slices.Clone(faults), tiertest.Fault{Kind: kind, Rate: 1})...)
+		// Most outages are shorter than the store timeout, and retries
+		// ride them out; some are longer, and fail the appends in flight
+		// with their fate unknown.
+		length := time.Duration(100+rng.IntN(300)) * time.Millisecond
+		if rng.IntN(4) == 0 {
+			length = time.Duration(1500+rng.IntN(1000)) * time.Millisecond
+		}
+		time.Sleep(length)
+		fs.Set(faults...)
+		r.outageCount.Add(1)
+	}
 }
 
 func startFaultNode(t *testing.T, s tier.Store, i int) *shale.Node {

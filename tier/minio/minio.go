@@ -5,7 +5,9 @@
 // Credentials come from the URL, else MINIO_ROOT_USER and
 // MINIO_ROOT_PASSWORD, else AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, so
 // a server started locally and the shell that started it need no extra
-// configuration.
+// configuration. Open checks the bucket with one HEAD and says what is
+// missing: credentials, the bucket (created instead with
+// tier.OpenOptions.CreateBucket), or access for the key it found.
 package minio
 
 import (

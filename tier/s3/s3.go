@@ -8,6 +8,10 @@
 // servers rarely have per-bucket DNS names, and the region defaults to
 // us-east-1, so the endpoint and keys are all such a server needs.
 //
+// Open checks the configuration with one HEAD of the bucket and says what
+// is missing: a region, credentials, the bucket (created instead with
+// tier.OpenOptions.CreateBucket), or access for the key it found.
+//
 // Conditional writes use S3's If-None-Match: * and If-Match headers (AWS
 // since 2024, MinIO since long before).
 package s3

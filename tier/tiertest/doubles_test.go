@@ -210,3 +210,26 @@ func TestCountingStoreConcurrent(t *testing.T) {
 		t.Errorf("d1/ puts = %d, want 400", got)
 	}
 }
+
+// Times n with rate 1 hits exactly the next n matching calls.
+func TestFaultTimes(t *testing.T) {
+	f := tiertest.NewFaultStore(tiertest.NewMemStore(), 1)
+	f.Set(tiertest.Fault{Kind: tiertest.Ambiguous, Ops: tiertest.OpPutIfAbsent, Rate: 1, Times: 2})
+	var got []bool
+	for i := range 4 {
+		f.Head(t.Context(), "k") // not a matching call
+		_, err := f.PutIfAbsent(t.Context(), fmt.Sprint("k", i), nil)
+		got = append(got, errors.Is(err, tiertest.ErrInjected))
+	}
+	if want := []bool{true, true, false, false}; !slices.Equal(got, want) {
+		t.Errorf("injected = %v, want %v", got, want)
+	}
+	// Set starts the count again.
+	f.Set(tiertest.Fault{Kind: tiertest.Fail, Rate: 1, Times: 1})
+	if _, err := f.Head(t.Context(), "k0"); !errors.Is(err, tiertest.ErrInjected) {
+		t.Errorf("first Head after Set = %v, want ErrInjected", err)
+	}
+	if _, err := f.Head(t.Context(), "k0"); err != nil {
+		t.Errorf("second Head after Set = %v, want the object", err)
+	}
+}

@@ -105,6 +105,11 @@ type Fault struct {
 	// Delay is the longest wait a Delay fault adds; each hit waits a
 	// uniformly random time up to it.
 	Delay time.Duration
+	// Times, if positive, retires the rule after that many hits: with
+	// Rate 1, Times n hits exactly the next n matching calls.
+	Times int
+
+	hits int // counted by the FaultStore on its own copy
 }
 
 func (f *Fault) matches(op Op, key string) bool {
@@ -173,6 +178,12 @@ func (f *FaultStore) decide(op Op, key string) effect {
 		// outcome does not shift the decisions of the next.
 		if !r.matches(op, key) || f.mu.rng.Float64() >= r.Rate {
 			continue
+		}
+		if r.Times > 0 {
+			if r.hits >= r.Times {
+				continue
+			}
+			r.hits++
 		}
 		f.injected[r.Kind].Add(1)
 		switch r.Kind {

@@ -41,14 +41,17 @@ const (
 var faultTopics = map[string]int32{"orders": 3, "clicks": 2}
 
 // faults are injected into every node's store while producers run: lost
-// requests, slow ones, hung connections, and writes that land but report
-// failure, on every kind of key, and more ambiguity on commit records,
-// where the commit protocol must resolve it.
+// requests, slow ones, hung connections, writes that land but report
+// failure and writes that land after reporting failure, on every kind of
+// key, and more ambiguity on commit records, where the commit protocol
+// must resolve it.
 var faults = []tiertest.Fault{
 	{Kind: tiertest.Delay, Rate: 0.3, Delay: 20 * time.Millisecond},
 	{Kind: tiertest.Fail, Rate: 0.05},
 	{Kind: tiertest.Ambiguous, Ops: tiertest.OpWrites, Rate: 0.05},
 	{Kind: tiertest.Ambiguous, Ops: tiertest.OpPutIfAbsent, Prefix: "manifest/log/", Rate: 0.1},
+	{Kind: tiertest.Late, Ops: tiertest.OpWrites, Rate: 0.02, Delay: 50 * time.Millisecond},
+	{Kind: tiertest.Late, Ops: tiertest.OpPutIfAbsent, Prefix: "manifest/log/", Rate: 0.05, Delay: 100 * time.Millisecond},
 	{Kind: tiertest.Hang, Rate: 0.003},
 }
 
@@ -144,8 +147,11 @@ func runFaults(t *testing.T, base tier.Store) {
 	for _, fs := range r.stores {
 		fs.Set()
 	}
+	for _, fs := range r.stores {
+		fs.Wait()
+	}
 
-	var injected [4]int64
+	var injected [5]int64
 	for _, fs := range r.stores {
 		for k := range injected {
 			injected[k] += fs.Injected(tiertest.FaultKind(k))
@@ -154,11 +160,11 @@ func runFaults(t *testing.T, base tier.Store) {
 	r.mu.Lock()
 	acked := len(r.acked)
 	r.mu.Unlock()
-	t.Logf("during faults: %d batches acknowledged, %d appends failed, %d reads failed; %d outages; injected %d failures, %d delays, %d hangs, %d ambiguous",
+	t.Logf("during faults: %d batches acknowledged, %d appends failed, %d reads failed; %d outages; injected %d failures, %d delays, %d hangs, %d ambiguous, %d late",
 		acked, r.failed.Load(), r.readErr.Load(), r.outageCount.Load(),
-		injected[tiertest.Fail], injected[tiertest.Delay], injected[tiertest.Hang], injected[tiertest.Ambiguous])
-	if injected[tiertest.Fail] == 0 || injected[tiertest.Ambiguous] == 0 {
-		t.Errorf("no failures or no ambiguous writes were injected: the run tested nothing")
+		injected[tiertest.Fail], injected[tiertest.Delay], injected[tiertest.Hang], injected[tiertest.Ambiguous], injected[tiertest.Late])
+	if injected[tiertest.Fail] == 0 || injected[tiertest.Ambiguous] == 0 || injected[tiertest.Late] == 0 {
+		t.Errorf("no failures, ambiguous or late writes were injected: the run tested little")
 	}
 
 	// With the store healthy again, every node must take appends on every

@@ -233,3 +233,31 @@ func TestFaultTimes(t *testing.T) {
 		t.Errorf("second Head after Set = %v, want the object", err)
 	}
 }
+
+// A late write reports failure at once and lands afterwards, with the
+// bytes given at the call even if the caller reuses its buffer.
+func TestFaultLate(t *testing.T) {
+	mem := tiertest.NewMemStore()
+	f := tiertest.NewFaultStore(mem, 1)
+	f.Set(tiertest.Fault{Kind: tiertest.Late, Rate: 1, Delay: 20 * time.Millisecond})
+	buf := []byte("first")
+	if _, err := f.PutIfAbsent(t.Context(), "k", buf); !errors.Is(err, tiertest.ErrInjected) {
+		t.Fatalf("late PutIfAbsent = %v, want ErrInjected", err)
+	}
+	copy(buf, "XXXXX")
+	if _, _, err := f.Get(t.Context(), "k", 0, -1); !errors.Is(err, tiertest.ErrInjected) {
+		t.Errorf("Get with a late fault = %v, want ErrInjected (a read cannot land late)", err)
+	}
+	f.Wait()
+	got, _, err := mem.Get(t.Context(), "k", 0, -1)
+	if err != nil || string(got) != "first" {
+		t.Fatalf("after the late write landed: %q, %v; want first", got, err)
+	}
+	if err := f.Delete(t.Context(), "k"); !errors.Is(err, tiertest.ErrInjected) {
+		t.Fatalf("late Delete = %v, want ErrInjected", err)
+	}
+	f.Wait()
+	if _, err := mem.Head(t.Context(), "k"); !errors.Is(err, tier.ErrNotFound) {
+		t.Errorf("a late Delete did not land: %v", err)
+	}
+}

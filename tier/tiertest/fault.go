@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/bits"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -75,7 +76,14 @@ const (
 	// Ambiguous makes the call, then returns ErrInjected whatever the
 	// store answered: a write that landed but whose response was lost.
 	Ambiguous
+	// Late returns ErrInjected at once and makes a write (or delete) in
+	// the background a random time up to Fault.Delay later: a request the
+	// client gave up on that the server still carries out, so a retry can
+	// meet the first attempt landing after it. On reads it is Fail.
+	Late
 )
+
+const numKinds = 5
 
 func (k FaultKind) String() string {
 	switch k {
@@ -87,6 +95,8 @@ func (k FaultKind) String() string {
 		return "hang"
 	case Ambiguous:
 		return "ambiguous"
+	case Late:
+		return "late"
 	}
 	return fmt.Sprintf("FaultKind(%d)", int(k))
 }
@@ -135,7 +145,8 @@ type FaultStore struct {
 		faults  []Fault
 		changed chan struct{} // closed when faults change, ending hangs
 	}
-	injected [4]atomic.Int64 // by FaultKind
+	injected [numKinds]atomic.Int64 // by FaultKind
+	late     sync.WaitGroup           // writes landing late
 }
 
 // NewFaultStore returns s with no faults, drawing its decisions from seed.
@@ -156,6 +167,9 @@ func (f *FaultStore) Set(faults ...Fault) {
 	f.mu.changed = make(chan struct{})
 }
 
+// Wait waits for the late writes already started to land.
+func (f *FaultStore) Wait() { f.late.Wait() }
+
 // Injected returns how many calls a fault of kind k has hit.
 func (f *FaultStore) Injected(k FaultKind) int64 { return f.injected[k].Load() }
 
@@ -165,6 +179,8 @@ type effect struct {
 	fail      bool
 	hang      bool
 	ambiguous bool
+	late      bool
+	lateDelay time.Duration
 	changed   <-chan struct{}
 }
 
@@ -197,6 +213,11 @@ func (f *FaultStore) decide(op Op, key string) effect {
 			e.hang = true
 		case Ambiguous:
 			e.ambiguous = true
+		case Late:
+			e.late = true
+			if r.Delay > 0 {
+				e.lateDelay = time.Duration(f.mu.rng.Int64N(int64(r.Delay) + 1))
+			}
 		}
 	}
 	return e
@@ -222,10 +243,22 @@ func (e *effect) before(ctx context.Context, op Op, key string) error {
 			return fmt.Errorf("%s %s: hung until faults changed: %w", op, key, ErrInjected)
 		}
 	}
-	if e.fail {
+	if e.fail || (e.late && op&(OpWrites|OpDelete) == 0) {
 		return fmt.Errorf("%s %s: %w", op, key, ErrInjected)
 	}
 	return nil
+}
+
+// landLate makes call in the background after the effect's delay, with a
+// context that outlives the caller's, and returns the error the caller
+// sees meanwhile.
+func (f *FaultStore) landLate(ctx context.Context, e *effect, op Op, key string, call func(context.Context)) error {
+	ctx = context.WithoutCancel(ctx)
+	f.late.Go(func() {
+		time.Sleep(e.lateDelay)
+		call(ctx)
+	})
+	return fmt.Errorf("%s %s: no response (the request is still on its way): %w", op, key, ErrInjected)
 }
 
 // after turns the store's answer into an error if the call was ambiguous.
@@ -237,23 +270,33 @@ func (e *effect) after(op Op, key string, err error) error {
 }
 
 func (f *FaultStore) Put(ctx context.Context, key string, data []byte) (tier.Attrs, error) {
-	return f.callAttrs(ctx, OpPut, key, func() (tier.Attrs, error) { return f.Store.Put(ctx, key, data) })
+	return f.write(ctx, OpPut, key, data, func(ctx context.Context, data []byte) (tier.Attrs, error) {
+		return f.Store.Put(ctx, key, data)
+	})
 }
 
 func (f *FaultStore) PutIfAbsent(ctx context.Context, key string, data []byte) (tier.Attrs, error) {
-	return f.callAttrs(ctx, OpPutIfAbsent, key, func() (tier.Attrs, error) { return f.Store.PutIfAbsent(ctx, key, data) })
+	return f.write(ctx, OpPutIfAbsent, key, data, func(ctx context.Context, data []byte) (tier.Attrs, error) {
+		return f.Store.PutIfAbsent(ctx, key, data)
+	})
 }
 
 func (f *FaultStore) PutIfMatch(ctx context.Context, key string, data []byte, etag string) (tier.Attrs, error) {
-	return f.callAttrs(ctx, OpPutIfMatch, key, func() (tier.Attrs, error) { return f.Store.PutIfMatch(ctx, key, data, etag) })
+	return f.write(ctx, OpPutIfMatch, key, data, func(ctx context.Context, data []byte) (tier.Attrs, error) {
+		return f.Store.PutIfMatch(ctx, key, data, etag)
+	})
 }
 
-func (f *FaultStore) callAttrs(ctx context.Context, op Op, key string, call func() (tier.Attrs, error)) (tier.Attrs, error) {
+func (f *FaultStore) write(ctx context.Context, op Op, key string, data []byte, put func(context.Context, []byte) (tier.Attrs, error)) (tier.Attrs, error) {
 	e := f.decide(op, key)
 	if err := e.before(ctx, op, key); err != nil {
 		return tier.Attrs{}, err
 	}
-	a, err := call()
+	if e.late {
+		data = slices.Clone(data) // the caller may reuse its buffer once we return
+		return tier.Attrs{}, f.landLate(ctx, &e, op, key, func(ctx context.Context) { put(ctx, data) })
+	}
+	a, err := put(ctx, data)
 	if err = e.after(op, key, err); err != nil {
 		return tier.Attrs{}, err
 	}
@@ -273,7 +316,15 @@ func (f *FaultStore) Get(ctx context.Context, key string, off, length int64) ([]
 }
 
 func (f *FaultStore) Head(ctx context.Context, key string) (tier.Attrs, error) {
-	return f.callAttrs(ctx, OpHead, key, func() (tier.Attrs, error) { return f.Store.Head(ctx, key) })
+	e := f.decide(OpHead, key)
+	if err := e.before(ctx, OpHead, key); err != nil {
+		return tier.Attrs{}, err
+	}
+	a, err := f.Store.Head(ctx, key)
+	if err = e.after(OpHead, key, err); err != nil {
+		return tier.Attrs{}, err
+	}
+	return a, nil
 }
 
 func (f *FaultStore) List(ctx context.Context, prefix, startAfter string, limit int) ([]tier.Attrs, error) {
@@ -292,6 +343,9 @@ func (f *FaultStore) Delete(ctx context.Context, key string) error {
 	e := f.decide(OpDelete, key)
 	if err := e.before(ctx, OpDelete, key); err != nil {
 		return err
+	}
+	if e.late {
+		return f.landLate(ctx, &e, OpDelete, key, func(ctx context.Context) { f.Store.Delete(ctx, key) })
 	}
 	return e.after(OpDelete, key, f.Store.Delete(ctx, key))
 }

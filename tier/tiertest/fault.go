@@ -146,7 +146,7 @@ type FaultStore struct {
 		changed chan struct{} // closed when faults change, ending hangs
 	}
 	injected [numKinds]atomic.Int64 // by FaultKind
-	late     sync.WaitGroup           // writes landing late
+	late     sync.WaitGroup         // writes landing late
 }
 
 // NewFaultStore returns s with no faults, drawing its decisions from seed.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/shalelog/shale"
 	"github.com/shalelog/shale/ingest"
+	"github.com/shalelog/shale/reader"
 	"github.com/shalelog/shale/record"
 	"github.com/shalelog/shale/tier"
 	"github.com/shalelog/shale/tier/manifest"
@@ -328,9 +329,24 @@ func (r *faultRun) checkReads(t *testing.T, i int, rng *rand.Rand, stop <-chan s
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		res, err := r.nodes[i].Reader.Read(ctx, b.topic, b.partition, b.base, len(b.recs), 1<<20, 0)
 		cancel()
+		if errors.Is(err, reader.ErrOffsetOutOfRange) {
+			// A store failure is returned as such; out of range means the
+			// node caught up and still did not see a committed offset.
+			t.Errorf("node %d, during faults: %s/%d: batch acknowledged by node %d at %d: %v", i, b.topic, b.partition, b.node, b.base, err)
+		}
+		var corrupt *tier.CorruptError
+		if errors.As(err, &corrupt) {
+			t.Errorf("node %d, during faults: %s/%d at %d: %v", i, b.topic, b.partition, b.base, err)
+		}
 		if err != nil {
+			if !errors.Is(err, tiertest.ErrInjected) && !errors.Is(err, context.DeadlineExceeded) && r.readErr.Load() < 5 {
+				t.Logf("node %d: read: %v", i, err)
+			}
 			r.readErr.Add(1)
 			continue
+		}
+		if len(res.Records) == 0 {
+			t.Errorf("node %d, during faults: %s/%d: read at %d, acknowledged by node %d, returned nothing (end %d)", i, b.topic, b.partition, b.base, b.node, res.End)
 		}
 		for j, got := range res.Records {
 			if err := sameRecord(got, b.recs[j], b.base+int64(j)); err != nil {

@@ -21,6 +21,7 @@ import (
 	"github.com/shalelog/shale/reader"
 	"github.com/shalelog/shale/record"
 	"github.com/shalelog/shale/tier"
+	"github.com/shalelog/shale/tier/fs"
 	"github.com/shalelog/shale/tier/manifest"
 	"github.com/shalelog/shale/tier/minio"
 	"github.com/shalelog/shale/tier/tiertest"
@@ -58,6 +59,17 @@ var faults = []tiertest.Fault{
 
 func TestFaultsMem(t *testing.T) {
 	runFaults(t, tiertest.NewMemStore())
+}
+
+// The file store is the embedded default, and its conditional writes are
+// its own (link, rename under flock), so it gets the same run.
+func TestFaultsFile(t *testing.T) {
+	s, err := fs.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	runFaults(t, s)
 }
 
 func TestFaultsMinIO(t *testing.T) {

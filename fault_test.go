@@ -32,8 +32,8 @@ import (
 // replays the fault decisions of an earlier run.
 const defaultFaultDuration = 2 * time.Second
 
-// faultNodes is the number of nodes sharing one bucket, and
-// faultProducers the producers appending through each.
+// faultNodes is the number of nodes sharing one bucket (SHALE_FAULT_NODES
+// changes it), and faultProducers the producers appending through each.
 const (
 	faultNodes     = 3
 	faultProducers = 3
@@ -126,10 +126,17 @@ func runFaults(t *testing.T, base tier.Store) {
 			t.Fatalf("SHALE_FAULT_SEED=%q: %v", v, err)
 		}
 	}
-	t.Logf("seed %d (rerun with SHALE_FAULT_SEED=%d), %v of faults", seed, seed, duration)
+	nodes := faultNodes
+	if v := os.Getenv("SHALE_FAULT_NODES"); v != "" {
+		var err error
+		if nodes, err = strconv.Atoi(v); err != nil || nodes < 1 {
+			t.Fatalf("SHALE_FAULT_NODES=%q: want a positive count", v)
+		}
+	}
+	t.Logf("seed %d (rerun with SHALE_FAULT_SEED=%d), %d nodes, %v of faults", seed, seed, nodes, duration)
 
 	r := &faultRun{}
-	for i := range faultNodes {
+	for i := range nodes {
 		fs := tiertest.NewFaultStore(base, seed+uint64(i))
 		r.stores = append(r.stores, fs)
 		r.nodes = append(r.nodes, startFaultNode(t, fs, i))
@@ -145,7 +152,7 @@ func runFaults(t *testing.T, base tier.Store) {
 	}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	for i := range faultNodes {
+	for i := range nodes {
 		for p := range faultProducers {
 			id := faultProducers*i + p
 			rng := rand.New(rand.NewPCG(seed, uint64(id)))
@@ -199,7 +206,7 @@ func runFaults(t *testing.T, base tier.Store) {
 
 	// A node started now replays the log and checkpoints written under
 	// faults; it must agree with the others.
-	r.nodes = append(r.nodes, startFaultNode(t, base, faultNodes))
+	r.nodes = append(r.nodes, startFaultNode(t, base, nodes))
 	for i, n := range r.nodes {
 		if err := n.Log.Sync(ctx); err != nil {
 			t.Fatalf("node %d: sync: %v", i, err)

@@ -28,6 +28,11 @@ func TestWrappersAcceptance(t *testing.T) {
 		f.Set(tiertest.Fault{Kind: tiertest.Fail, Rate: 0}, tiertest.Fault{Kind: tiertest.Hang, Rate: 0})
 		tiertest.AcceptanceTest(t, f)
 	})
+	t.Run("fault store, delays only", func(t *testing.T) {
+		f := tiertest.NewFaultStore(tiertest.NewMemStore(), 1)
+		f.Set(tiertest.Fault{Kind: tiertest.Delay, Rate: 0.5, Delay: time.Millisecond})
+		tiertest.AcceptanceTest(t, f)
+	})
 	t.Run("counting store", func(t *testing.T) {
 		tiertest.AcceptanceTest(t, tiertest.NewCountingStore(tiertest.NewMemStore()))
 	})

@@ -112,8 +112,8 @@ type Fault struct {
 	Prefix string
 	// Rate is the probability, in [0, 1], that a matching call is hit.
 	Rate float64
-	// Delay is the longest wait a Delay fault adds; each hit waits a
-	// uniformly random time up to it.
+	// Delay is the longest wait a Delay fault adds, or a Late write waits
+	// before it lands; each hit waits a uniformly random time up to it.
 	Delay time.Duration
 	// Times, if positive, retires the rule after that many hits: with
 	// Rate 1, Times n hits exactly the next n matching calls.
@@ -127,8 +127,8 @@ func (f *Fault) matches(op Op, key string) bool {
 }
 
 // FaultStore wraps a tier.Store and injects the faults it is given:
-// errors before the call, latency, hangs, and ambiguous writes that land
-// but report failure. Faults can be changed at any time, so a test can run
+// errors before the call, latency, hangs, ambiguous writes that land but
+// report failure, and writes that report failure and land later. Faults can be changed at any time, so a test can run
 // a store that fails and then recovers.
 //
 // Decisions are drawn from a random source seeded by the caller, so the

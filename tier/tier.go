@@ -94,9 +94,33 @@ type Store interface {
 	Close() error
 }
 
+// Connection timeouts of the remote backends' HTTP clients. Callers bound
+// each call with their context (derived from --store-timeout); these bound
+// the steps of a request on their own, so that an endpoint that is down or
+// accepts connections and never answers fails a request in seconds even
+// where a context has a long deadline, and a wrong address fails Open
+// quickly. ResponseHeaderTimeout counts from the end of the request body,
+// so it does not limit the upload of a large object. They are read when a
+// store is opened; tests shorten them.
+var (
+	DialTimeout           = 5 * time.Second
+	TLSHandshakeTimeout   = 10 * time.Second
+	ResponseHeaderTimeout = 30 * time.Second
+)
+
+// OpenOptions are settings of opening a store that are not part of its
+// URL.
+type OpenOptions struct {
+	// CreateBucket creates the bucket a remote store's URL names if it does
+	// not exist. Without it, opening a store whose bucket is missing fails
+	// with an error that says so. (A file:// store always creates its
+	// directory, as before.)
+	CreateBucket bool
+}
+
 // Opener opens a Store from a URL. Backends register one per scheme so that
 // this package does not import the SDKs.
-type Opener func(ctx context.Context, rawURL string) (Store, error)
+type Opener func(ctx context.Context, rawURL string, opts OpenOptions) (Store, error)
 
 var openers = map[string]Opener{}
 
@@ -105,8 +129,16 @@ var openers = map[string]Opener{}
 func Register(scheme string, o Opener) { openers[scheme] = o }
 
 // Open opens the store named by rawURL, such as file:///var/lib/shale,
-// s3://bucket/prefix or minio://host:9000/bucket/prefix.
+// s3://bucket/prefix or minio://host:9000/bucket/prefix. A remote store is
+// checked at open (its bucket exists and the credentials may read it), so
+// that a misconfigured store fails at start with an error naming what is
+// missing rather than at the first request.
 func Open(ctx context.Context, rawURL string) (Store, error) {
+	return OpenWith(ctx, rawURL, OpenOptions{})
+}
+
+// OpenWith is Open with options.
+func OpenWith(ctx context.Context, rawURL string, opts OpenOptions) (Store, error) {
 	scheme, _, ok := strings.Cut(rawURL, "://")
 	if !ok {
 		return nil, fmt.Errorf("open store %q: want a URL such as file:///path, s3://bucket/prefix or minio://host:port/bucket", rawURL)
@@ -115,5 +147,5 @@ func Open(ctx context.Context, rawURL string) (Store, error) {
 	if !ok {
 		return nil, fmt.Errorf("open store %q: unknown scheme %q (want file, s3 or minio)", rawURL, scheme)
 	}
-	return o(ctx, rawURL)
+	return o(ctx, rawURL, opts)
 }

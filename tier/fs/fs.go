@@ -58,7 +58,7 @@ import (
 )
 
 func init() {
-	tier.Register("file", func(ctx context.Context, rawURL string) (tier.Store, error) {
+	tier.Register("file", func(ctx context.Context, rawURL string, _ tier.OpenOptions) (tier.Store, error) {
 		s, err := Open(ctx, rawURL)
 		if err != nil {
 			return nil, err

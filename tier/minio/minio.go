@@ -5,7 +5,9 @@
 // Credentials come from the URL, else MINIO_ROOT_USER and
 // MINIO_ROOT_PASSWORD, else AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, so
 // a server started locally and the shell that started it need no extra
-// configuration.
+// configuration. Open checks the bucket with one HEAD and says what is
+// missing: credentials, the bucket (created instead with
+// tier.OpenOptions.CreateBucket), or access for the key it found.
 package minio
 
 import (
@@ -15,10 +17,13 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	miniogo "github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
@@ -27,8 +32,8 @@ import (
 )
 
 func init() {
-	tier.Register("minio", func(ctx context.Context, rawURL string) (tier.Store, error) {
-		s, err := Open(ctx, rawURL)
+	tier.Register("minio", func(ctx context.Context, rawURL string, opts tier.OpenOptions) (tier.Store, error) {
+		s, err := OpenWith(ctx, rawURL, opts)
 		if err != nil {
 			return nil, err
 		}
@@ -48,8 +53,14 @@ type Store struct {
 var _ tier.Store = (*Store)(nil)
 
 // Open opens minio://HOST:PORT/BUCKET/PREFIX and checks that the bucket
-// exists.
+// exists and the credentials may use it.
 func Open(ctx context.Context, rawURL string) (*Store, error) {
+	return OpenWith(ctx, rawURL, tier.OpenOptions{})
+}
+
+// OpenWith is Open with options: with CreateBucket, a missing bucket is
+// created.
+func OpenWith(ctx context.Context, rawURL string, opts tier.OpenOptions) (*Store, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil || u.Scheme != "minio" || u.Host == "" {
 		return nil, fmt.Errorf("open store: want minio://HOST:PORT/BUCKET/PREFIX, got %q", redact(rawURL))
@@ -68,17 +79,33 @@ func Open(ctx context.Context, rawURL string) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: no bucket in URL", s)
 	}
 
-	user, password := os.Getenv("MINIO_ROOT_USER"), os.Getenv("MINIO_ROOT_PASSWORD")
+	user, password, source := os.Getenv("MINIO_ROOT_USER"), os.Getenv("MINIO_ROOT_PASSWORD"), "MINIO_ROOT_USER"
 	if user == "" {
-		user, password = os.Getenv("AWS_ACCESS_KEY_ID"), os.Getenv("AWS_SECRET_ACCESS_KEY")
+		user, password, source = os.Getenv("AWS_ACCESS_KEY_ID"), os.Getenv("AWS_SECRET_ACCESS_KEY"), "AWS_ACCESS_KEY_ID"
 	}
 	if u.User != nil {
-		user = u.User.Username()
+		user, source = u.User.Username(), "the URL"
 		password, _ = u.User.Password()
 	}
+	// Without keys minio-go sends anonymous requests, which the server
+	// answers with a bare "Access Denied" that hides the cause.
+	if user == "" || password == "" {
+		return nil, fmt.Errorf("open store %s: no credentials: put USER:PASSWORD@ in the URL, or set MINIO_ROOT_USER/MINIO_ROOT_PASSWORD or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY", s)
+	}
+	tr, err := miniogo.DefaultTransport(s.secure)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", s, err)
+	}
+	// minio-go's transport has no response-header timeout and a 30 s
+	// dial timeout; a hung store must fail a request in seconds even where
+	// the caller's deadline is long.
+	tr.DialContext = (&net.Dialer{Timeout: tier.DialTimeout, KeepAlive: 30 * time.Second}).DialContext
+	tr.TLSHandshakeTimeout = tier.TLSHandshakeTimeout
+	tr.ResponseHeaderTimeout = tier.ResponseHeaderTimeout
 	s.client, err = miniogo.New(s.host, &miniogo.Options{
-		Creds:  credentials.NewStaticV4(user, password, ""),
-		Secure: s.secure,
+		Creds:     credentials.NewStaticV4(user, password, ""),
+		Secure:    s.secure,
+		Transport: tr,
 		// A few quick retries: shale's callers retry with their own
 		// deadlines, and the SDK's default of 10 hides the cause of an
 		// outage behind a context timeout.
@@ -87,17 +114,61 @@ func Open(ctx context.Context, rawURL string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", s, err)
 	}
-
-	ok, err := s.client.BucketExists(ctx, s.bucket)
-	switch {
-	case err != nil && errors.As(err, new(miniogo.ErrorResponse)):
+	if err := s.checkBucket(ctx, user, source, opts); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", s, err)
-	case err != nil:
-		return nil, fmt.Errorf("open store %s: cannot reach store at %s: %w", s, s.client.EndpointURL(), err)
-	case !ok:
-		return nil, fmt.Errorf("open store %s: bucket %s does not exist", s, s.bucket)
 	}
 	return s, nil
+}
+
+// checkBucket makes one cheap request to find a missing bucket or
+// credentials the server refuses, and creates a missing bucket if asked to.
+func (s *Store) checkBucket(ctx context.Context, user, source string, opts tier.OpenOptions) error {
+	ok, err := s.client.BucketExists(ctx, s.bucket)
+	var er miniogo.ErrorResponse
+	switch {
+	case err != nil && errors.As(err, &er) && er.StatusCode == http.StatusForbidden:
+		return s.denied(ctx, fmt.Sprintf("access key %s (from %s)", user, source))
+	case err != nil && errors.As(err, &er):
+		return err
+	case err != nil:
+		return fmt.Errorf("cannot reach store at %s: %w", s.client.EndpointURL(), err)
+	case !ok && opts.CreateBucket:
+		err := s.client.MakeBucket(ctx, s.bucket, miniogo.MakeBucketOptions{})
+		if err != nil && miniogo.ToErrorResponse(err).Code != "BucketAlreadyOwnedByYou" { // another node created it meanwhile
+			return fmt.Errorf("create bucket %s: %w", s.bucket, err)
+		}
+	case !ok:
+		return fmt.Errorf("bucket %s does not exist; create it or pass --create-bucket", s.bucket)
+	}
+	return nil
+}
+
+// denied explains a 403. A HEAD response has no body to say why, so a
+// one-key LIST asks again for the error code.
+func (s *Store) denied(ctx context.Context, who string) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends the listing goroutine after the first answer
+	var err error
+	for info := range s.client.ListObjects(ctx, s.bucket, miniogo.ListObjectsOptions{MaxKeys: 1}) {
+		err = info.Err
+		break
+	}
+	var er miniogo.ErrorResponse
+	if err == nil || !errors.As(err, &er) {
+		return fmt.Errorf("access to bucket %s denied to %s", s.bucket, who)
+	}
+	var why string
+	switch er.Code {
+	case "InvalidAccessKeyId":
+		why = "the server knows no such access key"
+	case "SignatureDoesNotMatch":
+		why = "the password (secret key) does not match the access key"
+	case "AccessDenied":
+		why = "the credentials are valid but may not use this bucket; check the user's policy"
+	default:
+		why = er.Code + ": " + er.Message
+	}
+	return fmt.Errorf("access to bucket %s denied to %s: %s", s.bucket, who, why)
 }
 
 // String returns the store's URL without credentials.

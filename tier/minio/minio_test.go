@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	miniogo "github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+
 	"github.com/shalelog/shale/tier"
 	"github.com/shalelog/shale/tier/minio"
 	"github.com/shalelog/shale/tier/tiertest"
@@ -83,8 +86,61 @@ func TestOpenMissingBucket(t *testing.T) {
 	ep := tiertest.StartMinIO(t)
 	ep.Bucket = "no-such-bucket"
 	_, err := minio.Open(t.Context(), url(ep, "p"))
-	if err == nil || !strings.Contains(err.Error(), "bucket no-such-bucket does not exist") {
-		t.Errorf("Open of a missing bucket = %v, want a does-not-exist error", err)
+	if want := "bucket no-such-bucket does not exist; create it or pass --create-bucket"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("Open of a missing bucket = %v, want %q", err, want)
+	}
+}
+
+func TestOpenCreateBucket(t *testing.T) {
+	ep := tiertest.StartMinIO(t)
+	ep.Bucket += "-created"
+	s, err := tier.OpenWith(t.Context(), url(ep, "p"), tier.OpenOptions{CreateBucket: true})
+	if err != nil {
+		t.Fatalf("OpenWith CreateBucket: %v", err)
+	}
+	t.Cleanup(func() {
+		// The bucket must be empty to go, and the shared server outlives
+		// the test.
+		s.Delete(context.Background(), "k")
+		c, _ := miniogo.New(ep.Addr, &miniogo.Options{Creds: credentials.NewStaticV4(ep.AccessKey, ep.SecretKey, "")})
+		c.RemoveBucket(context.Background(), ep.Bucket)
+	})
+	if _, err := s.Put(t.Context(), "k", []byte("v")); err != nil {
+		t.Fatalf("Put in the created bucket: %v", err)
+	}
+	// Now it exists: a plain Open works, and creating again is no error
+	// (another node may have won the race to create it).
+	open(t, url(ep, "p"))
+	if _, err := tier.OpenWith(t.Context(), url(ep, "p"), tier.OpenOptions{CreateBucket: true}); err != nil {
+		t.Fatalf("OpenWith CreateBucket of an existing bucket: %v", err)
+	}
+}
+
+func TestOpenCredentialErrors(t *testing.T) {
+	ep := tiertest.StartMinIO(t)
+	for _, k := range []string{"MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} {
+		t.Setenv(k, "")
+	}
+	bare := "minio://" + ep.Addr + "/" + ep.Bucket
+	withKeys := func(user, password string) string {
+		return "minio://" + user + ":" + password + "@" + ep.Addr + "/" + ep.Bucket
+	}
+	for _, tc := range []struct {
+		name, url, want string
+	}{
+		{"none", bare, "no credentials: put USER:PASSWORD@ in the URL, or set MINIO_ROOT_USER/MINIO_ROOT_PASSWORD"},
+		{"unknown key", withKeys("nobody", "whatever-secret"), "denied to access key nobody (from the URL): the server knows no such access key"},
+		{"wrong password", withKeys(ep.AccessKey, "wrong-secret"), "denied to access key " + ep.AccessKey + " (from the URL): the password (secret key) does not match"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := minio.Open(t.Context(), tc.url)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Open = %v, want an error containing %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "wrong-secret") || strings.Contains(err.Error(), "whatever-secret") {
+				t.Errorf("error %q reveals the password", err)
+			}
+		})
 	}
 }
 
@@ -105,5 +161,19 @@ func TestOpenBadURL(t *testing.T) {
 		if _, err := minio.Open(t.Context(), u); err == nil {
 			t.Errorf("Open(%q) succeeded, want an error", u)
 		}
+	}
+}
+
+// A server that accepts connections and never answers fails Open within the
+// response-header timeout, not the caller's much longer deadline.
+func TestOpenSilentServer(t *testing.T) {
+	addr := tiertest.SilentServer(t)
+	defer func(d time.Duration) { tier.ResponseHeaderTimeout = d }(tier.ResponseHeaderTimeout)
+	tier.ResponseHeaderTimeout = 100 * time.Millisecond
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	_, err := minio.Open(ctx, "minio://key:secretkey@"+addr+"/bucket")
+	if err == nil || !strings.Contains(err.Error(), "cannot reach store") || ctx.Err() != nil {
+		t.Errorf("Open of a silent server = %v (context: %v), want a cannot-reach error before the deadline", err, ctx.Err())
 	}
 }

@@ -8,6 +8,10 @@
 // servers rarely have per-bucket DNS names, and the region defaults to
 // us-east-1, so the endpoint and keys are all such a server needs.
 //
+// Open checks the configuration with one HEAD of the bucket and says what
+// is missing: a region, credentials, the bucket (created instead with
+// tier.OpenOptions.CreateBucket), or access for the key it found.
+//
 // Conditional writes use S3's If-None-Match: * and If-Match headers (AWS
 // since 2024, MinIO since long before).
 package s3
@@ -19,14 +23,18 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
+	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 
@@ -34,8 +42,8 @@ import (
 )
 
 func init() {
-	tier.Register("s3", func(ctx context.Context, rawURL string) (tier.Store, error) {
-		s, err := Open(ctx, rawURL)
+	tier.Register("s3", func(ctx context.Context, rawURL string, opts tier.OpenOptions) (tier.Store, error) {
+		s, err := OpenWith(ctx, rawURL, opts)
 		if err != nil {
 			return nil, err
 		}
@@ -52,8 +60,15 @@ type Store struct {
 
 var _ tier.Store = (*Store)(nil)
 
-// Open opens s3://BUCKET/PREFIX and checks that the bucket exists.
+// Open opens s3://BUCKET/PREFIX and checks that the bucket exists and the
+// credentials may use it.
 func Open(ctx context.Context, rawURL string) (*Store, error) {
+	return OpenWith(ctx, rawURL, tier.OpenOptions{})
+}
+
+// OpenWith is Open with options: with CreateBucket, a missing bucket is
+// created.
+func OpenWith(ctx context.Context, rawURL string, opts tier.OpenOptions) (*Store, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil || u.Scheme != "s3" || u.Host == "" {
 		return nil, fmt.Errorf("open store %q: want s3://BUCKET/PREFIX", rawURL)
@@ -63,7 +78,20 @@ func Open(ctx context.Context, rawURL string) (*Store, error) {
 		s.prefix += "/"
 	}
 
+	// The SDK's client has no connect or response-header timeout of its
+	// own (its dialer waits 30 s); a hung store must fail a request in
+	// seconds even where the caller's deadline is long.
+	hc := awshttp.NewBuildableClient().
+		WithDialerOptions(func(d *net.Dialer) { d.Timeout = tier.DialTimeout }).
+		WithTransportOptions(func(tr *http.Transport) {
+			tr.TLSHandshakeTimeout = tier.TLSHandshakeTimeout
+			tr.ResponseHeaderTimeout = tier.ResponseHeaderTimeout
+			// A node reads up to 16 objects and uploads several at once;
+			// the SDK's 10 idle connections per host would churn.
+			tr.MaxIdleConnsPerHost = 64
+		})
 	cfg, err := config.LoadDefaultConfig(ctx,
+		config.WithHTTPClient(hc),
 		// The SDK's default, since 2025, adds CRC checksums to every
 		// request and validates them on responses; S3-compatible servers
 		// that do not return them make it log a warning per read.
@@ -84,9 +112,28 @@ func Open(ctx context.Context, rawURL string) (*Store, error) {
 		}
 	})
 
-	_, err = s.client.HeadBucket(ctx, &awss3.HeadBucketInput{Bucket: &s.bucket})
+	// Check what the SDK would only report, less clearly, at the first
+	// request: a region to address AWS in, and credentials to sign with.
+	if s.client.Options().Region == "" {
+		return nil, fmt.Errorf("open store %s: no AWS region: set AWS_REGION (or region in the profile's config), or AWS_ENDPOINT_URL_S3 for an S3-compatible server", s)
+	}
+	creds, err := cfg.Credentials.Retrieve(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: no AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or run with an instance or task role: %w", s, err)
+	}
+	if err := s.checkBucket(ctx, creds, opts); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", s, err)
+	}
+	return s, nil
+}
+
+// checkBucket makes one cheap request to find a missing bucket, a wrong
+// region or credentials the store refuses, and creates a missing bucket if
+// asked to.
+func (s *Store) checkBucket(ctx context.Context, creds aws.Credentials, opts tier.OpenOptions) error {
+	_, err := s.client.HeadBucket(ctx, &awss3.HeadBucketInput{Bucket: &s.bucket})
 	if err == nil {
-		return s, nil
+		return nil
 	}
 	// The SDK reports a request that got no response as a ResponseError
 	// with status 0.
@@ -96,15 +143,69 @@ func Open(ctx context.Context, rawURL string) (*Store, error) {
 		status = re.HTTPStatusCode()
 	}
 	switch status {
-	case 404:
-		return nil, fmt.Errorf("open store %s: bucket %s does not exist", s, s.bucket)
+	case http.StatusNotFound:
+		if opts.CreateBucket {
+			return s.createBucket(ctx)
+		}
+		return fmt.Errorf("bucket %s does not exist; create it or pass --create-bucket", s.bucket)
+	case http.StatusForbidden:
+		return s.denied(ctx, creds)
+	case http.StatusMovedPermanently:
+		return fmt.Errorf("bucket %s is not in region %s: set AWS_REGION to the bucket's region", s.bucket, s.client.Options().Region)
 	case 0:
-		// A wrong endpoint, a server that is down, or no credentials or
-		// region to sign with.
-		return nil, fmt.Errorf("open store %s: cannot reach store at %s: %w", s, s.endpoint(), err)
+		// A wrong endpoint or a server that is down.
+		return fmt.Errorf("cannot reach store at %s: %w", s.endpoint(), err)
 	default:
-		return nil, fmt.Errorf("open store %s: %w", s, err)
+		return err
 	}
+}
+
+// denied explains a 403. A HEAD response has no body to say why, so a
+// one-key LIST asks again for the error code.
+func (s *Store) denied(ctx context.Context, creds aws.Credentials) error {
+	who := fmt.Sprintf("access key %s (from %s)", creds.AccessKeyID, creds.Source)
+	_, err := s.client.ListObjectsV2(ctx, &awss3.ListObjectsV2Input{Bucket: &s.bucket, MaxKeys: aws.Int32(1)})
+	var api smithy.APIError
+	if err == nil || !errors.As(err, &api) {
+		return fmt.Errorf("access to bucket %s denied to %s", s.bucket, who)
+	}
+	return fmt.Errorf("access to bucket %s denied to %s: %s", s.bucket, who, explainDenied(api.ErrorCode(), api.ErrorMessage()))
+}
+
+// explainDenied turns the code of a refused request into what to fix.
+func explainDenied(code, msg string) string {
+	switch code {
+	case "InvalidAccessKeyId":
+		return "the store knows no such access key; check AWS_ACCESS_KEY_ID or the profile"
+	case "SignatureDoesNotMatch":
+		return "the secret key does not match the access key; check AWS_SECRET_ACCESS_KEY or the profile"
+	case "AccessDenied":
+		return "the credentials are valid but may not use this bucket; check the key's policy"
+	}
+	return code + ": " + msg
+}
+
+func (s *Store) createBucket(ctx context.Context) error {
+	in := &awss3.CreateBucketInput{Bucket: &s.bucket}
+	// AWS wants the region named, except its default one; an S3-compatible
+	// server (a custom endpoint) gets no constraint, which every one takes.
+	if o := s.client.Options(); o.BaseEndpoint == nil && o.Region != "us-east-1" {
+		in.CreateBucketConfiguration = &types.CreateBucketConfiguration{LocationConstraint: types.BucketLocationConstraint(o.Region)}
+	}
+	_, err := s.client.CreateBucket(ctx, in)
+	var api smithy.APIError
+	if err != nil && errors.As(err, &api) {
+		switch api.ErrorCode() {
+		case "BucketAlreadyOwnedByYou":
+			return nil // another node created it meanwhile
+		case "BucketAlreadyExists":
+			return fmt.Errorf("create bucket %s: the name is taken by another account", s.bucket)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("create bucket %s: %w", s.bucket, err)
+	}
+	return nil
 }
 
 func (s *Store) endpoint() string {

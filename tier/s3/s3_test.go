@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+
 	"github.com/shalelog/shale/tier"
 	"github.com/shalelog/shale/tier/s3"
 	"github.com/shalelog/shale/tier/tiertest"
@@ -71,9 +74,71 @@ func TestPrefix(t *testing.T) {
 func TestOpenMissingBucket(t *testing.T) {
 	ep := tiertest.StartMinIO(t)
 	useEndpoint(t, "http://"+ep.Addr, ep.AccessKey, ep.SecretKey)
-	_, err := s3.Open(t.Context(), "s3://no-such-bucket-"+strings.ToLower(ep.Bucket[len(ep.Bucket)-6:])+"/p")
-	if err == nil || !strings.Contains(err.Error(), "does not exist") {
-		t.Errorf("Open of a missing bucket = %v, want a does-not-exist error", err)
+	bucket := "no-such-bucket-" + strings.ToLower(ep.Bucket[len(ep.Bucket)-6:])
+	_, err := s3.Open(t.Context(), "s3://"+bucket+"/p")
+	if want := "bucket " + bucket + " does not exist; create it or pass --create-bucket"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("Open of a missing bucket = %v, want %q", err, want)
+	}
+}
+
+func TestOpenCreateBucket(t *testing.T) {
+	ep := tiertest.StartMinIO(t)
+	useEndpoint(t, "http://"+ep.Addr, ep.AccessKey, ep.SecretKey)
+	bucket := ep.Bucket + "-created"
+	s, err := tier.OpenWith(t.Context(), "s3://"+bucket+"/p", tier.OpenOptions{CreateBucket: true})
+	if err != nil {
+		t.Fatalf("OpenWith CreateBucket: %v", err)
+	}
+	t.Cleanup(func() {
+		// The bucket must be empty to go, and the shared server outlives
+		// the test.
+		s.Delete(context.Background(), "k")
+		c, _ := minio.New(ep.Addr, &minio.Options{Creds: credentials.NewStaticV4(ep.AccessKey, ep.SecretKey, "")})
+		c.RemoveBucket(context.Background(), bucket)
+	})
+	if _, err := s.Put(t.Context(), "k", []byte("v")); err != nil {
+		t.Fatalf("Put in the created bucket: %v", err)
+	}
+	open(t, "s3://"+bucket+"/p")
+	if _, err := tier.OpenWith(t.Context(), "s3://"+bucket, tier.OpenOptions{CreateBucket: true}); err != nil {
+		t.Fatalf("OpenWith CreateBucket of an existing bucket: %v", err)
+	}
+}
+
+func TestOpenCredentialErrors(t *testing.T) {
+	ep := tiertest.StartMinIO(t)
+	for _, tc := range []struct {
+		name, key, secret, want string
+	}{
+		{"none", "", "", "no AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE"},
+		{"unknown key", "nobody", "whatever-secret", "denied to access key nobody (from EnvConfigCredentials): the store knows no such access key"},
+		{"wrong secret", ep.AccessKey, "wrong-secret", "denied to access key " + ep.AccessKey + " (from EnvConfigCredentials): the secret key does not match"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			useEndpoint(t, "http://"+ep.Addr, tc.key, tc.secret)
+			if tc.key == "" {
+				os.Unsetenv("AWS_ACCESS_KEY_ID")
+				os.Unsetenv("AWS_SECRET_ACCESS_KEY")
+			}
+			_, err := s3.Open(t.Context(), "s3://"+ep.Bucket)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Open = %v, want an error containing %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "-secret") {
+				t.Errorf("error %q reveals the secret", err)
+			}
+		})
+	}
+}
+
+// With no custom endpoint, AWS needs a region; the error says where to
+// set it.
+func TestOpenNoRegion(t *testing.T) {
+	useEndpoint(t, "", "key", "secretkey")
+	os.Unsetenv("AWS_ENDPOINT_URL_S3")
+	_, err := s3.Open(t.Context(), "s3://bucket")
+	if want := "no AWS region: set AWS_REGION"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("Open without a region = %v, want %q", err, want)
 	}
 }
 
@@ -95,5 +160,20 @@ func TestOpenBadURL(t *testing.T) {
 		if _, err := s3.Open(t.Context(), u); err == nil {
 			t.Errorf("Open(%q) succeeded, want an error", u)
 		}
+	}
+}
+
+// A server that accepts connections and never answers fails Open within the
+// response-header timeout, not the caller's much longer deadline.
+func TestOpenSilentServer(t *testing.T) {
+	addr := tiertest.SilentServer(t)
+	defer func(d time.Duration) { tier.ResponseHeaderTimeout = d }(tier.ResponseHeaderTimeout)
+	tier.ResponseHeaderTimeout = 100 * time.Millisecond
+	useEndpoint(t, "http://"+addr, "key", "secretkey")
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	_, err := s3.Open(ctx, "s3://bucket")
+	if err == nil || !strings.Contains(err.Error(), "cannot reach store") || ctx.Err() != nil {
+		t.Errorf("Open of a silent server = %v (context: %v), want a cannot-reach error before the deadline", err, ctx.Err())
 	}
 }

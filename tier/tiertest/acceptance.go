@@ -1,6 +1,8 @@
 // Package tiertest holds the contract suite that every tier.Store backend
-// must pass, and a harness that runs a real MinIO server for the remote
-// backends' tests.
+// must pass, a harness that runs a real MinIO server for the remote
+// backends' tests, and test doubles: an in-memory store (NewMemStore), a
+// fault-injecting wrapper (NewFaultStore) and a counting wrapper
+// (NewCountingStore).
 package tiertest
 
 import (

@@ -8,7 +8,7 @@ MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c
 BIN       := bin/shale
 TESTFLAGS ?= -race -timeout 30m
 
-.PHONY: all build run test bench lint minio arrowjs fuzz clean
+.PHONY: all build run test bench lint minio arrowjs fuzz faults clean
 
 all: build
 
@@ -49,6 +49,14 @@ fuzz:
 	$(FUZZ) -fuzz FuzzDecodeCommit ./tier/manifest
 	$(FUZZ) -fuzz FuzzCheckpoint ./tier/manifest
 	$(FUZZ) -fuzz FuzzScanRecords ./httpapi
+
+# The multi-node fault-injection test (3 nodes, one bucket, injected
+# errors, hangs, latency, ambiguous and late writes) on the in-memory store,
+# the file store and MinIO, for longer than in `make test`
+# (FAULT_DURATION=30m for more; SHALE_FAULT_SEED=N replays a run).
+FAULT_DURATION ?= 5m
+faults: minio
+	SHALE_MINIO_BIN=$(MINIO) CI=true SHALE_FAULT_DURATION=$(FAULT_DURATION) $(GO) test -run '^TestFaults' -count=1 -v -timeout 2h .
 
 # Benchmarks against a real MinIO on loopback, beside its raw PUT/GET ceiling.
 bench: minio

@@ -23,43 +23,8 @@ import (
 	"github.com/shalelog/shale/record"
 	"github.com/shalelog/shale/tier"
 	"github.com/shalelog/shale/tier/manifest"
+	"github.com/shalelog/shale/tier/tiertest"
 )
-
-// countingStore counts requests, and the data objects written, to report
-// requests per GB and the average object size.
-type countingStore struct {
-	tier.Store
-	puts, gets           atomic.Int64
-	objects, objectBytes atomic.Int64 // data objects written
-}
-
-func (c *countingStore) countObject(k string, d []byte) {
-	if strings.HasPrefix(k, "data/") {
-		c.objects.Add(1)
-		c.objectBytes.Add(int64(len(d)))
-	}
-}
-
-func (c *countingStore) Put(ctx context.Context, k string, d []byte) (tier.Attrs, error) {
-	c.countObject(k, d)
-	c.puts.Add(1)
-	return c.Store.Put(ctx, k, d)
-}
-
-func (c *countingStore) PutIfAbsent(ctx context.Context, k string, d []byte) (tier.Attrs, error) {
-	c.puts.Add(1)
-	return c.Store.PutIfAbsent(ctx, k, d)
-}
-
-func (c *countingStore) PutIfMatch(ctx context.Context, k string, d []byte, e string) (tier.Attrs, error) {
-	c.puts.Add(1)
-	return c.Store.PutIfMatch(ctx, k, d, e)
-}
-
-func (c *countingStore) Get(ctx context.Context, k string, off, n int64) ([]byte, tier.Attrs, error) {
-	c.gets.Add(1)
-	return c.Store.Get(ctx, k, off, n)
-}
 
 type benchResult struct {
 	ProduceMBs      float64 `json:"produce_mb_s"`
@@ -114,7 +79,7 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		return err
 	}
 	defer base.Close()
-	store := &countingStore{Store: base}
+	store := tiertest.NewCountingStore(base)
 	res := benchResult{Partitions: *partitions, Producers: *producers, ValueBytes: *valueBytes, Store: base.String()}
 
 	// 1. The store's own ceiling at the object size shale writes, with the
@@ -141,13 +106,13 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		return err
 	}
 	fmt.Fprintf(stderr, "producing for %v: %d producers, %d partitions, %d-byte values, batches of %d...\n", *duration, *producers, *partitions, *valueBytes, *batch)
-	puts0 := store.puts.Load()
+	puts0 := store.Counts("").N(tiertest.OpWrites)
 	stopProfile, err := startProfile(*cpuProfile, "produce")
 	if err != nil {
 		return err
 	}
 	sat := produce(ctx, node, topic, *partitions, *producers, *batch, *valueBytes, *duration, 0, true)
-	puts := store.puts.Load() - puts0
+	puts := store.Counts("").N(tiertest.OpWrites) - puts0
 	stopProfile()
 	if sat.err != nil {
 		node.Close()
@@ -159,8 +124,8 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	res.SatAckP50, res.SatAckP99 = pct(sat.acks, 50), pct(sat.acks, 99)
 	res.E2EP99 = pct(sat.e2e, 99)
 	res.PutsPerGB = float64(puts) / (float64(sat.bytes) / 1e9)
-	if n := store.objects.Load(); n > 0 {
-		res.AvgObjectBytes = float64(store.objectBytes.Load()) / float64(n)
+	if d := store.Counts("data/"); d.N(tiertest.OpPut) > 0 {
+		res.AvgObjectBytes = float64(d.PutBytes) / float64(d.N(tiertest.OpPut))
 	}
 
 	// 3. Half load: the acknowledgement latency a lightly loaded node gives.
@@ -188,7 +153,7 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	if err != nil {
 		return err
 	}
-	gets0 := store.gets.Load()
+	gets0 := store.Counts("").N(tiertest.OpGet)
 	if stopProfile, err = startProfile(*cpuProfile, "catchup"); err != nil {
 		return err
 	}
@@ -255,7 +220,7 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		}
 	}
 	res.CatchupMBs = float64(readBytes.Load()) / 1e6 / elapsed.Seconds()
-	res.GetsPerGBRead = float64(store.gets.Load()-gets0) / (float64(readBytes.Load()) / 1e9)
+	res.GetsPerGBRead = float64(store.Counts("").N(tiertest.OpGet)-gets0) / (float64(readBytes.Load()) / 1e9)
 	res.RSSMB = peakRSSMB()
 
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)

@@ -325,8 +325,8 @@ func TestMissingBucketAndUnreachableStore(t *testing.T) {
 		env       []string
 		says      string
 	}{
-		{"minio missing bucket", "minio://" + ep.Addr + "/no-such-bucket", minioEnv, "no-such-bucket"},
-		{"s3 missing bucket", "s3://no-such-bucket/x", s3Env, "no-such-bucket"},
+		{"minio missing bucket", "minio://" + ep.Addr + "/no-such-bucket", minioEnv, "--create-bucket"},
+		{"s3 missing bucket", "s3://no-such-bucket/x", s3Env, "--create-bucket"},
 		{"minio unreachable", "minio://127.0.0.1:1/b", minioEnv, "127.0.0.1:1"},
 		{"bad scheme", "ftp://x", nil, "unknown scheme"},
 	} {
@@ -338,6 +338,29 @@ func TestMissingBucketAndUnreachableStore(t *testing.T) {
 			}
 			if d := time.Since(start); d > time.Minute {
 				t.Fatalf("took %v to fail", d)
+			}
+		})
+	}
+}
+
+// TestCreateBucket: --create-bucket makes a missing bucket, on both remote
+// backends, and the node then works on it.
+func TestCreateBucket(t *testing.T) {
+	ep := tiertest.StartMinIO(t)
+	minioEnv := []string{"MINIO_ROOT_USER=" + ep.AccessKey, "MINIO_ROOT_PASSWORD=" + ep.SecretKey}
+	s3Env := []string{"AWS_ACCESS_KEY_ID=" + ep.AccessKey, "AWS_SECRET_ACCESS_KEY=" + ep.SecretKey, "AWS_ENDPOINT_URL_S3=http://" + ep.Addr, "AWS_REGION=us-east-1"}
+	for name, tc := range map[string]struct {
+		url string
+		env []string
+	}{
+		"minio": {"minio://" + ep.Addr + "/made-by-minio/p", minioEnv},
+		"s3":    {"s3://made-by-s3/p", s3Env},
+	} {
+		t.Run(name, func(t *testing.T) {
+			mustCLI(t, tc.env, "", "topic", "create", "t", "--store", tc.url, "--create-bucket")
+			out := mustCLI(t, tc.env, "", "topic", "list", "--store", tc.url)
+			if !strings.Contains(out, "t") {
+				t.Fatalf("topic list after --create-bucket: %q", out)
 			}
 		})
 	}

@@ -39,11 +39,12 @@ type nodeFlags struct {
 	storeWait  *time.Duration
 	compress   *string
 	maxParts   *int64
+	createBkt  *bool
 }
 
 // tuning lists the node flags other than --store, for the check that a
 // client command uses them only with --store.
-var tuning = []string{"hot-dir", "roll-bytes", "roll-age", "cache-bytes", "max-inflight-rolls", "hot-bytes", "max-batch-bytes", "store-timeout", "compression", "max-partitions"}
+var tuning = []string{"hot-dir", "roll-bytes", "roll-age", "cache-bytes", "max-inflight-rolls", "hot-bytes", "max-batch-bytes", "store-timeout", "compression", "max-partitions", "create-bucket"}
 
 // addNodeFlags adds the node flags in the Node section of f's help.
 // storeDef is the default of --store and hotDirDef the words for the
@@ -66,6 +67,7 @@ func addNodeFlags(f *flags, storeDef, storeDefText, hotDirDef string) nodeFlags 
 		compress:   f.String("compression", d.Compression.String(), "Arrow buffer compression of new objects: lz4, zstd or none (none is readable by every Arrow reader, including those without codecs)"),
 		storeWait:  f.Duration("store-timeout", d.StoreTimeout, "how long a roll's upload and commit retry a failing store before its producers get an error; every store call of a request is bounded by it"),
 		maxParts:   f.Count("max-partitions", d.MaxPartitions, 1, math.MaxInt64, "most partitions of all topics in the bucket together; creating a topic past it fails"),
+		createBkt:  f.Bool("create-bucket", false, "create the bucket of an s3:// or minio:// store if it does not exist (without it, a missing bucket is an error)"),
 	}
 }
 
@@ -127,7 +129,7 @@ func (nf nodeFlags) start(ctx context.Context, logger *slog.Logger) (*shale.Node
 		return nil, nil, err
 	}
 	opts.Logger = logger
-	store, err := tier.Open(ctx, *nf.store)
+	store, err := tier.OpenWith(ctx, *nf.store, tier.OpenOptions{CreateBucket: *nf.createBkt})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,6 +13,7 @@ import (
 	"github.com/shalelog/shale/tier"
 	"github.com/shalelog/shale/tier/fs"
 	"github.com/shalelog/shale/tier/object"
+	"github.com/shalelog/shale/tier/tiertest"
 )
 
 func newStore(t *testing.T) tier.Store {
@@ -135,42 +135,23 @@ func TestConcurrentWritersAssignEachOffsetOnce(t *testing.T) {
 	}
 }
 
-// flakyStore makes conditional writes fail after (or instead of) reaching
-// the store, as a network failure would.
-type flakyStore struct {
-	tier.Store
-	landThenFail atomic.Int64 // next n PutIfAbsent calls succeed but report an error
-	failFirst    atomic.Int64 // next n PutIfAbsent calls fail without writing
-}
-
 var errNetwork = errors.New("connection reset")
-
-func (f *flakyStore) PutIfAbsent(ctx context.Context, key string, data []byte) (tier.Attrs, error) {
-	if f.failFirst.Add(-1) >= 0 {
-		return tier.Attrs{}, errNetwork
-	}
-	a, err := f.Store.PutIfAbsent(ctx, key, data)
-	if err == nil && f.landThenFail.Add(-1) >= 0 {
-		return tier.Attrs{}, errNetwork
-	}
-	return a, err
-}
 
 // TestAmbiguousCommitIsResolved: a commit whose write landed but reported a
 // failure must count as committed once, not be retried at the next number.
 func TestAmbiguousCommitIsResolved(t *testing.T) {
 	ctx := context.Background()
-	fs := &flakyStore{Store: newStore(t)}
+	fs := tiertest.NewFaultStore(newStore(t), 1)
 	l := openLog(t, fs, Options{})
 	if _, err := l.CreateTopic(ctx, "t", 1, Retention{}); err != nil {
 		t.Fatal(err)
 	}
-	fs.landThenFail.Store(1)
+	fs.Set(tiertest.Fault{Kind: tiertest.Ambiguous, Ops: tiertest.OpPutIfAbsent, Rate: 1, Times: 1})
 	res, err := l.Append(ctx, []PendingObject{pending("a", "t", 0)})
 	if err != nil || res[0].Base[0] != 0 {
 		t.Fatalf("append = %v, %v; want base 0", res, err)
 	}
-	fs.failFirst.Store(2)
+	fs.Set(tiertest.Fault{Kind: tiertest.Fail, Ops: tiertest.OpPutIfAbsent, Rate: 1, Times: 2})
 	res, err = l.Append(ctx, []PendingObject{pending("b", "t", 0)})
 	if err != nil || res[0].Base[0] != 3 {
 		t.Fatalf("append = %v, %v; want base 3", res, err)
@@ -230,28 +211,6 @@ func TestBatchesJSON(t *testing.T) {
 	_ = object.Batch{}
 }
 
-// countingStore counts GETs, in all and by key prefix, and bytes read.
-type countingStore struct {
-	tier.Store
-	mu       sync.Mutex
-	byPrefix map[string]int
-	gets     int64
-	bytes    int64
-}
-
-func (c *countingStore) Get(ctx context.Context, key string, off, n int64) ([]byte, tier.Attrs, error) {
-	d, a, err := c.Store.Get(ctx, key, off, n)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.byPrefix == nil {
-		c.byPrefix = map[string]int{}
-	}
-	c.byPrefix[key[:strings.LastIndex(key, "/")+1]]++
-	c.gets++
-	c.bytes += int64(len(d))
-	return d, a, err
-}
-
 // TestIndexPagesBoundStartup: old index entries are sealed into pages at
 // checkpoints, so a node starts by reading the pointer, one checkpoint and
 // the log after it, never the pages or the whole log; and reads anywhere
@@ -273,12 +232,12 @@ func TestIndexPagesBoundStartup(t *testing.T) {
 	}
 	l.Close() // waits for checkpoint uploads
 	_, _, want, _ := l.Locate(ctx, "t", 0, 0, 1)
-	cs := &countingStore{Store: s}
+	cs := tiertest.NewCountingStore(s)
 	fresh := openLog(t, cs, Options{CheckpointEvery: 8, PageEntries: 4})
-	if n := cs.byPrefix[indexPrefix]; n != 0 {
+	if n := cs.Counts(indexPrefix).N(tiertest.OpGet); n != 0 {
 		t.Fatalf("open read %d index objects", n)
 	}
-	if n := cs.byPrefix[logPrefix]; n > 16 {
+	if n := cs.Counts(logPrefix).N(tiertest.OpGet); n > 16 {
 		t.Fatalf("open read %d log records; the newest checkpoint is at most 8 behind", n)
 	}
 	var pages, tail int
@@ -407,14 +366,14 @@ func TestOpenCostIndependentOfHistory(t *testing.T) {
 		if err := w.writeCheckpoint(ctx, snap, pages); err != nil {
 			t.Fatal(err)
 		}
-		cs := &countingStore{Store: s}
+		cs := tiertest.NewCountingStore(s)
 		l := openLog(t, cs, Options{})
 		// And a read deep in history still finds its object (one page GET).
 		_, _, es, err := l.Locate(ctx, "t", 0, 5*100, 1)
 		if err != nil || len(es) != 1 || es[0].Base != 500 {
 			t.Fatalf("locate offset 500 among %d objects: %+v %v", objects, es, err)
 		}
-		return cs.gets, cs.bytes
+		return cs.Counts("").N(tiertest.OpGet), cs.Counts("").GotBytes
 	}
 	smallGets, smallBytes := open(10)
 	bigGets, bigBytes := open(200_000)

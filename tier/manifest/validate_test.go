@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/shalelog/shale/tier"
+	"github.com/shalelog/shale/tier/tiertest"
 )
 
 // putRaw writes data as commit record seq, as a buggy or hostile writer
@@ -292,7 +293,7 @@ func TestInvalidCheckpointFallsBack(t *testing.T) {
 			s := newStore(t)
 			want := history(t, s, 9) // commits 1..10: checkpoints at 4 and 8
 			tc.corrupt(t, s)
-			cs := &countingStore{Store: s}
+			cs := tiertest.NewCountingStore(s)
 			l := openLog(t, cs, Options{PageEntries: 2})
 			got := stateOf(l)
 			if got.Seq != want.Seq || got.Topics["t"].Parts[0].End != want.Topics["t"].Parts[0].End {
@@ -302,7 +303,7 @@ func TestInvalidCheckpointFallsBack(t *testing.T) {
 			if len(es) != 9 || es[8].Object != "o8" {
 				t.Fatalf("index after fallback: %d entries", len(es))
 			}
-			replayed := cs.byPrefix[logPrefix]
+			replayed := cs.Counts(logPrefix).N(tiertest.OpGet)
 			if tc.wantCP && replayed > 8 || !tc.wantCP && replayed < 10 {
 				t.Fatalf("replayed %d log records", replayed)
 			}
@@ -575,9 +576,9 @@ func TestCheckpointSurvivesPartialFailure(t *testing.T) {
 	if len(ps.rewrites) > 0 {
 		t.Fatalf("sealed pages rewritten: %v", ps.rewrites)
 	}
-	cs := &countingStore{Store: ps.Store}
+	cs := tiertest.NewCountingStore(ps.Store)
 	fresh := openLog(t, cs, Options{PageEntries: 2})
-	if n := cs.byPrefix[logPrefix]; n != 1 {
+	if n := cs.Counts(logPrefix).N(tiertest.OpGet); n != 1 {
 		t.Fatalf("open read %d log records; want 1 (the probe after checkpoint 16)", n)
 	}
 	if es := withAllEntries(t, fresh); len(es) != 15 {

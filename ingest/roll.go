@@ -272,6 +272,7 @@ func (n *Writer) commitLoop() {
 func (n *Writer) commit(group []*segment) {
 	var objs []manifest.PendingObject
 	var ok []*segment
+	var releases []func()
 	for _, s := range group {
 		if s.uploadErr != nil {
 			n.opts.Logger.Error("roll failed", "segment", s.path, "err", s.uploadErr)
@@ -299,12 +300,17 @@ func (n *Writer) commit(group []*segment) {
 		} else {
 			n.opts.Hook("after-commit")
 			for i, s := range ok {
-				s.ack(res[i])
+				releases = append(releases, s.ack(res[i]))
 			}
 		}
 	}
 	n.mu.Lock()
-	defer n.mu.Unlock()
+	defer func() {
+		n.mu.Unlock()
+		for _, release := range releases {
+			release()
+		}
+	}()
 	n.mu.inflight -= len(group)
 	close(n.mu.space)
 	n.mu.space = make(chan struct{})
@@ -352,21 +358,27 @@ func (s *segment) fail(err error) {
 	}
 }
 
-// ack releases the waiters of a committed segment with their offsets, and
-// indexes its frames for HotRecords, dropping what reads do not need.
-func (s *segment) ack(r manifest.AppendResult) {
+// ack indexes the frames of a committed segment for HotRecords, dropping
+// what reads do not need, and returns the function that releases their
+// waiters with their offsets. The caller puts the segment in the hot map
+// before it releases anyone, so a producer that reads right after its
+// acknowledgement finds its records on this node.
+func (s *segment) ack(r manifest.AppendResult) (release func()) {
 	parts := map[partKey][]heldFrame{}
 	frames := 0
-	for _, f := range s.frames {
+	out := make([]result, len(s.frames))
+	done := make([]chan result, len(s.frames))
+	for i, f := range s.frames {
+		done[i] = f.done
 		if f.err != nil {
-			f.done <- result{err: f.err}
+			out[i] = result{err: f.err}
 			continue
 		}
 		if err := r.Err[f.part]; err != nil {
-			f.done <- result{err: err}
+			out[i] = result{err: err}
 			continue
 		}
-		f.done <- result{base: r.Base[f.part] + f.delta}
+		out[i] = result{base: r.Base[f.part] + f.delta}
 		k := partKey{f.topic, f.partition}
 		parts[k] = append(parts[k], heldFrame{off: f.off, len: f.len, delta: f.delta, count: f.count})
 		frames++
@@ -374,6 +386,11 @@ func (s *segment) ack(r manifest.AppendResult) {
 	s.parts = parts
 	s.held = s.size + int64(frames)*heldFrameCost + int64(len(parts))*heldPartCost
 	s.frames, s.ids, s.obj.Parts = nil, nil, nil
+	return func() {
+		for i, ch := range done {
+			ch <- out[i]
+		}
+	}
 }
 
 // Holds reports whether this node holds the committed segment that became

@@ -27,6 +27,7 @@ import (
 
 	miniogo "github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+	"github.com/minio/minio-go/v7/pkg/s3utils"
 
 	"github.com/shalelog/shale/tier"
 )
@@ -113,6 +114,9 @@ func OpenWith(ctx context.Context, rawURL string, opts tier.OpenOptions) (*Store
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", s, err)
+	}
+	if err := s3utils.CheckValidBucketName(s.bucket); err != nil {
+		return nil, fmt.Errorf("open store %s: invalid bucket name %q: %w", s, s.bucket, err)
 	}
 	if err := s.checkBucket(ctx, user, source, opts); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", s, err)

@@ -164,6 +164,17 @@ func TestOpenBadURL(t *testing.T) {
 	}
 }
 
+// A bucket name S3 does not allow is named as such, not reported as an
+// unreachable store.
+func TestOpenInvalidBucketName(t *testing.T) {
+	t.Setenv("MINIO_ROOT_USER", "u")
+	t.Setenv("MINIO_ROOT_PASSWORD", "password")
+	_, err := minio.Open(t.Context(), "minio://127.0.0.1:1/b5/p")
+	if err == nil || !strings.Contains(err.Error(), `invalid bucket name "b5"`) {
+		t.Fatalf("Open with bucket b5: %v, want an invalid bucket name error", err)
+	}
+}
+
 // A server that accepts connections and never answers fails Open within the
 // response-header timeout, not the caller's much longer deadline.
 func TestOpenSilentServer(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -96,6 +97,10 @@ func startServer(t *testing.T, se storeEnv, hotDir string, env []string, args ..
 // until it listens.
 func startServerArgs(t *testing.T, env []string, args ...string) *server {
 	t.Helper()
+	if args[0] == "serve" && !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--kafka-listen") }) {
+		// Not the default port: tests run side by side.
+		args = append(args, "--kafka-listen", "127.0.0.1:0")
+	}
 	cmd := shaleCmd(context.Background(), env, args...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

@@ -20,7 +20,7 @@ import (
 )
 
 // startNode runs a node over s with its Kafka front end on a free port.
-func startNode(t *testing.T, s tier.Store, name string) (*shale.Node, *Server, string) {
+func startNode(t testing.TB, s tier.Store, name string) (*shale.Node, *Server, string) {
 	t.Helper()
 	opts := shale.DefaultOptions()
 	opts.Name = name
@@ -41,7 +41,7 @@ func startNode(t *testing.T, s tier.Store, name string) (*shale.Node, *Server, s
 	return n, srv, addr
 }
 
-func fileStore(t *testing.T) tier.Store {
+func fileStore(t testing.TB) tier.Store {
 	t.Helper()
 	s, err := fs.New(t.TempDir())
 	if err != nil {
@@ -51,7 +51,7 @@ func fileStore(t *testing.T) tier.Store {
 	return s
 }
 
-func minioStore(t *testing.T) tier.Store {
+func minioStore(t testing.TB) tier.Store {
 	t.Helper()
 	ep := tiertest.StartMinIO(t)
 	s, err := minio.Open(context.Background(), fmt.Sprintf("minio://%s:%s@%s/%s/kafka", ep.AccessKey, ep.SecretKey, ep.Addr, ep.Bucket))
@@ -155,7 +155,7 @@ func consumeAll(t *testing.T, seed, topic string, sent []*kgo.Record) {
 }
 
 func TestRoundTrip(t *testing.T) {
-	for name, store := range map[string]func(*testing.T) tier.Store{"file": fileStore, "minio": minioStore} {
+	for name, store := range map[string]func(testing.TB) tier.Store{"file": fileStore, "minio": minioStore} {
 		t.Run(name, func(t *testing.T) {
 			_, _, addr := startNode(t, store(t), "node-a")
 			for _, codec := range []kgo.CompressionCodec{kgo.NoCompression(), kgo.GzipCompression(), kgo.SnappyCompression(), kgo.Lz4Compression(), kgo.ZstdCompression()} {

@@ -8,6 +8,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/shalelog/shale/reader"
 	"github.com/shalelog/shale/tier/manifest"
 )
 
@@ -90,6 +91,7 @@ func (s *Server) fetchOnce(req *kmsg.FetchRequest) (*kmsg.FetchResponse, int, bo
 			sp := kmsg.NewFetchResponseTopicPartition()
 			sp.Partition = rp.Partition
 			sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = -1, -1, -1
+			sp.RecordBatches = []byte{} // not null: librdkafka rejects a null record set
 			if budget-total <= 0 && total > 0 {
 				// Out of bytes: answer the partition's bounds, no records.
 				start, end, err := s.bounds(rt.Topic, rp.Partition)
@@ -108,6 +110,12 @@ func (s *Server) fetchOnce(req *kmsg.FetchRequest) (*kmsg.FetchResponse, int, bo
 			limit = min(limit, max(budget-total, 1))
 			ctx, cancel := context.WithTimeout(s.ctx, s.node.Opts.StoreTimeout)
 			res, err := s.node.Reader.Read(ctx, rt.Topic, rp.Partition, rp.FetchOffset, maxFetchRecords, limit, 0)
+			if errors.Is(err, reader.ErrOffsetOutOfRange) && s.node.Log.Sync(ctx) == nil {
+				// This node may not have seen the commits that made the
+				// offset valid (another node took them): a client told
+				// OFFSET_OUT_OF_RANGE resets its position, so look first.
+				res, err = s.node.Reader.Read(ctx, rt.Topic, rp.Partition, rp.FetchOffset, maxFetchRecords, limit, 0)
+			}
 			cancel()
 			if err != nil {
 				sp.ErrorCode, failed = code(err), true
@@ -122,7 +130,7 @@ func (s *Server) fetchOnce(req *kmsg.FetchRequest) (*kmsg.FetchResponse, int, bo
 			}
 			sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = res.End, res.End, res.Start
 			if len(res.Records) > 0 {
-				sp.RecordBatches = appendBatch(nil, res.Records)
+				sp.RecordBatches = appendBatch(sp.RecordBatches, res.Records)
 				total += len(sp.RecordBatches)
 			}
 			st.Partitions = append(st.Partitions, sp)

@@ -18,6 +18,13 @@ func init() { regKey(2, 1, 6, handleListOffsets) }
 func handleListOffsets(s *Server, _ *conn, kreq kmsg.Request) (func() kmsg.Response, error) {
 	req := kreq.(*kmsg.ListOffsetsRequest)
 	resp := req.ResponseKind().(*kmsg.ListOffsetsResponse)
+	// Catch up with other nodes' commits first (one GET at the head), so
+	// the end offset is the bucket's, not what this node last saw.
+	ctx, cancel := context.WithTimeout(s.ctx, s.node.Opts.StoreTimeout)
+	if err := s.node.Log.Sync(ctx); err != nil {
+		s.logger.Warn("kafka list offsets: catch up with the commit log", "err", err)
+	}
+	cancel()
 	for _, rt := range req.Topics {
 		st := kmsg.NewListOffsetsResponseTopic()
 		st.Topic = rt.Topic

@@ -83,6 +83,7 @@ func shaleCmd(ctx context.Context, env []string, args ...string) *exec.Cmd {
 type server struct {
 	cmd    *exec.Cmd
 	url    string
+	kafka  string // the Kafka listener's address, if serve printed one
 	stderr *bytes.Buffer
 	exited chan struct{}
 }
@@ -116,6 +117,9 @@ func startServerArgs(t *testing.T, env []string, args ...string) *server {
 	ready := make(chan string, 1)
 	go func() {
 		for lines.Scan() {
+			if after, ok := strings.CutPrefix(lines.Text(), "shale kafka protocol on "); ok {
+				s.kafka = after // printed before the line below: ready orders it
+			}
 			if _, after, ok := strings.Cut(lines.Text(), "listening on "); ok {
 				ready <- strings.Fields(after)[0]
 			}

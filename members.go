@@ -142,7 +142,9 @@ func (m *Members) Self() Member { return m.self }
 // Live returns the nodes whose heartbeat was written within
 // MissedHeartbeats intervals of this node's latest one, sorted by ID; self
 // is always among them. A node that died leaves the list within
-// (MissedHeartbeats+1) intervals. Answers are cached for half an interval,
+// MissedHeartbeats+2 intervals of its last heartbeat (the staleness bound,
+// one interval for this node's own reference heartbeat, half for the
+// cache). Answers are cached for half an interval,
 // so callers may ask on every request.
 func (m *Members) Live(ctx context.Context) ([]Member, error) {
 	m.mu.Lock()

@@ -162,13 +162,17 @@ func TestBadRequestsCloseOnlyTheirConnection(t *testing.T) {
 
 // produceFrame is a Produce v9 request for one record batch.
 func produceFrame(topic string, partition int32, acks int16, corr int32, recs []record.Record) []byte {
+	return produceBatchFrame(topic, partition, acks, corr, appendBatch(nil, recs))
+}
+
+func produceBatchFrame(topic string, partition int32, acks int16, corr int32, batch []byte) []byte {
 	req := kmsg.NewPtrProduceRequest()
 	req.Version, req.Acks, req.TimeoutMillis = 9, acks, 30000
 	rt := kmsg.NewProduceRequestTopic()
 	rt.Topic = topic
 	rp := kmsg.NewProduceRequestTopicPartition()
 	rp.Partition = partition
-	rp.Records = appendBatch(nil, recs)
+	rp.Records = batch
 	rt.Partitions = append(rt.Partitions, rp)
 	req.Topics = append(req.Topics, rt)
 	return frame(req, corr)
@@ -287,4 +291,54 @@ func bufioReader(c net.Conn) *bufio.Reader {
 	br := bufio.NewReader(c)
 	bufioReaders[c] = br
 	return br
+}
+
+func TestProduceAndFetchErrors(t *testing.T) {
+	_, _, addr := startNode(t, fileStore(t), "n")
+	c := newClient(t, kgo.SeedBrokers(addr))
+	createTopic(t, c, "errs", 1)
+	rc := dial(t, addr)
+	recs := []record.Record{{Timestamp: 1, Value: []byte("v")}}
+	corrupt := appendBatch(nil, recs)
+	corrupt[len(corrupt)-2] ^= 0xff // a record byte: the CRC no longer matches
+	magic1 := appendBatch(nil, recs)
+	magic1[16] = 1
+	big := []record.Record{{Timestamp: 1, Value: make([]byte, 9<<20)}}
+	for name, tc := range map[string]struct {
+		frame []byte
+		code  int16
+	}{
+		"unknown topic":     {produceFrame("nope", 0, -1, 1, recs), kerr.UnknownTopicOrPartition.Code},
+		"unknown partition": {produceFrame("errs", 5, -1, 2, recs), kerr.UnknownTopicOrPartition.Code},
+		"bad crc":           {produceBatchFrame("errs", 0, -1, 3, corrupt), kerr.CorruptMessage.Code},
+		"magic 1":           {produceBatchFrame("errs", 0, -1, 4, magic1), kerr.UnsupportedForMessageFormat.Code},
+		"too large":         {produceFrame("errs", 0, -1, 5, big), kerr.MessageTooLarge.Code},
+	} {
+		rc.send(tc.frame)
+		resp := kmsg.NewPtrProduceResponse()
+		resp.Version = 9
+		if _, err := rc.recv(resp); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if got := resp.Topics[0].Partitions[0].ErrorCode; got != tc.code {
+			t.Errorf("%s: code %d (%v), want %d", name, got, resp.Topics[0].Partitions[0].ErrorMessage, tc.code)
+		}
+	}
+	f := kmsg.NewPtrFetchRequest()
+	f.Version, f.MaxBytes = 12, 1<<20
+	ft := kmsg.NewFetchRequestTopic()
+	ft.Topic = "errs"
+	fp := kmsg.NewFetchRequestTopicPartition()
+	fp.PartitionMaxBytes, fp.FetchOffset = 1<<20, 7
+	ft.Partitions = append(ft.Partitions, fp)
+	f.Topics = append(f.Topics, ft)
+	rc.send(frame(f, 9))
+	resp := kmsg.NewPtrFetchResponse()
+	resp.Version = 12
+	if _, err := rc.recv(resp); err != nil {
+		t.Fatal(err)
+	}
+	if p := resp.Topics[0].Partitions[0]; p.ErrorCode != kerr.OffsetOutOfRange.Code || p.HighWatermark != 0 || p.LogStartOffset != 0 {
+		t.Errorf("fetch past the end: %+v", p)
+	}
 }

@@ -54,7 +54,7 @@ func handleProduce(s *Server, cc *conn, kreq kmsg.Request) (func() kmsg.Response
 	for i, rt := range req.Topics {
 		for j, rp := range rt.Partitions {
 			sp := &resp.Topics[i].Partitions[j]
-			recs, pb, err := decodeBatches(rp.Records)
+			recs, pb, err := decodeBatchesLimit(rp.Records, max(maxDecompressed, 2*s.node.Opts.MaxBatchBytes))
 			if err != nil {
 				sp.ErrorCode, sp.ErrorMessage = code(err), errMsg(err)
 				continue

@@ -2,22 +2,18 @@ package kafka
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 
 	"github.com/twmb/franz-go/pkg/kbin"
-	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/shalelog/shale/ingest"
 	"github.com/shalelog/shale/record"
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
-// decompressor is franz-go's: gzip, snappy (raw and xerial framing), lz4
-// and zstd. Its output is bounded only at 2 GiB; the frame limit bounds
-// the input.
-var decompressor = kgo.DefaultDecompressor()
 
 // batchHeaderLen is a record batch's size up to its records, and crcFrom
 // where the CRC-32C coverage starts (the attributes).
@@ -37,7 +33,19 @@ type producerBatch struct {
 // decodeBatches decodes the record batches of one partition of a produce
 // request: magic 2 only, CRC-32C checked, any of Kafka's compressions. The
 // records keep their timestamps (CreateTime), keys, values and headers.
+// It bounds each batch's decompressed records at maxDecompressed;
+// decodeBatchesLimit takes the bound.
 func decodeBatches(b []byte) ([]record.Record, producerBatch, error) {
+	return decodeBatchesLimit(b, maxDecompressed)
+}
+
+// maxDecompressed bounds one batch's decompressed records: above ingest's
+// default batch limit (8 MiB, which counts shale's encoding, about the
+// same size) with room to spare; a batch ingest accepts decompresses
+// within it.
+const maxDecompressed = 64 << 20
+
+func decodeBatchesLimit(b []byte, limit int) ([]record.Record, producerBatch, error) {
 	var recs []record.Record
 	pb := producerBatch{ID: -1, Epoch: -1, Sequence: -1}
 	if len(b) == 0 {
@@ -73,7 +81,10 @@ func decodeBatches(b []byte) ([]record.Record, producerBatch, error) {
 		if codec > 4 {
 			return nil, pb, fmt.Errorf("%w: compression codec %d", errCorrupt, codec)
 		}
-		data, err := decompressor.Decompress(batch.Records, kgo.CompressionCodecType(codec))
+		data, err := decompress(batch.Records, codec, limit)
+		if errors.Is(err, errDecompressedTooLarge) {
+			return nil, pb, fmt.Errorf("%w: %w", ingest.ErrTooLarge, err)
+		}
 		if err != nil {
 			return nil, pb, fmt.Errorf("%w: decompress: %v", errCorrupt, err)
 		}

@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/shalelog/shale"
 	"github.com/shalelog/shale/record"
 )
 
@@ -340,5 +342,71 @@ func TestProduceAndFetchErrors(t *testing.T) {
 	}
 	if p := resp.Topics[0].Partitions[0]; p.ErrorCode != kerr.OffsetOutOfRange.Code || p.HighWatermark != 0 || p.LogStartOffset != 0 {
 		t.Errorf("fetch past the end: %+v", p)
+	}
+}
+
+// TestProduceWaitDoesNotStallConnection holds a produce's commit and
+// checks that a request sent after it on the same connection is handled
+// meanwhile, and that the answers still come in request order.
+func TestProduceWaitDoesNotStallConnection(t *testing.T) {
+	release := make(chan struct{})
+	held := make(chan struct{}, 1)
+	opts := shale.DefaultOptions()
+	opts.Name = "n"
+	opts.HotDir = t.TempDir()
+	opts.RollAge = 20 * time.Millisecond
+	opts.Hook = func(stage string) {
+		if stage == "before-put" {
+			select {
+			case held <- struct{}{}:
+				<-release // hold the first roll only
+			default:
+			}
+		}
+	}
+	store := fileStore(t)
+	n, err := shale.Start(context.Background(), store, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := New(n, Options{})
+	addr, err := srv.Listen(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close(); n.Close() })
+	c := newClient(t, kgo.SeedBrokers(addr))
+	createTopic(t, c, "held", 1)
+
+	rc := dial(t, addr)
+	rc.send(produceFrame("held", 0, -1, 1, []record.Record{{Timestamp: 1, Value: []byte("v")}}))
+	<-held
+	create := kmsg.NewPtrCreateTopicsRequest()
+	create.Version = 7
+	rt := kmsg.NewCreateTopicsRequestTopic()
+	rt.Topic, rt.NumPartitions, rt.ReplicationFactor = "behind", 1, 1
+	create.Topics = append(create.Topics, rt)
+	rc.send(frame(create, 2))
+	// The topic appears while the produce before it still waits.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := n.Log.Topic(context.Background(), "behind"); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the request behind a waiting produce was not handled")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(release)
+	presp := kmsg.NewPtrProduceResponse()
+	presp.Version = 9
+	if corr, err := rc.recv(presp); err != nil || corr != 1 || presp.Topics[0].Partitions[0].ErrorCode != 0 {
+		t.Fatalf("first answer: corr %d, %v, %+v", corr, err, presp)
+	}
+	cresp := kmsg.NewPtrCreateTopicsResponse()
+	cresp.Version = 7
+	if corr, err := rc.recv(cresp); err != nil || corr != 2 || cresp.Topics[0].ErrorCode != 0 {
+		t.Fatalf("second answer: corr %d, %v, %+v", corr, err, cresp)
 	}
 }

@@ -8,7 +8,7 @@ MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c
 BIN       := bin/shale
 TESTFLAGS ?= -race -timeout 30m
 
-.PHONY: all build run test bench lint minio arrowjs fuzz faults clean
+.PHONY: all build run test bench lint minio arrowjs kcat fuzz faults clean
 
 all: build
 
@@ -34,7 +34,12 @@ $(ARROWJS)/node_modules: $(ARROWJS)/package-lock.json
 	npm ci --prefix $(ARROWJS) --no-audit --no-fund
 	touch $@
 
-test: minio arrowjs
+# kcat (librdkafka's command line client, Debian's package) is a stock
+# Kafka client the Kafka protocol tests drive.
+kcat:
+	@command -v kcat >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat; }
+
+test: minio arrowjs kcat
 	SHALE_MINIO_BIN=$(MINIO) $(GO) test $(TESTFLAGS) ./...
 
 # Short fuzz runs of every decoder of outside bytes (FUZZTIME=5m for more).
@@ -49,6 +54,8 @@ fuzz:
 	$(FUZZ) -fuzz FuzzDecodeCommit ./tier/manifest
 	$(FUZZ) -fuzz FuzzCheckpoint ./tier/manifest
 	$(FUZZ) -fuzz FuzzScanRecords ./httpapi
+	$(FUZZ) -fuzz FuzzConn ./kafka
+	$(FUZZ) -fuzz FuzzDecodeBatches ./kafka
 
 # The multi-node fault-injection test (3 nodes, one bucket, injected
 # errors, hangs, latency, ambiguous and late writes) on the in-memory store,

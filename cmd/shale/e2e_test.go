@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -82,6 +83,7 @@ func shaleCmd(ctx context.Context, env []string, args ...string) *exec.Cmd {
 type server struct {
 	cmd    *exec.Cmd
 	url    string
+	kafka  string // the Kafka listener's address, if serve printed one
 	stderr *bytes.Buffer
 	exited chan struct{}
 }
@@ -96,6 +98,10 @@ func startServer(t *testing.T, se storeEnv, hotDir string, env []string, args ..
 // until it listens.
 func startServerArgs(t *testing.T, env []string, args ...string) *server {
 	t.Helper()
+	if args[0] == "serve" && !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--kafka-listen") }) {
+		// Not the default port: tests run side by side.
+		args = append(args, "--kafka-listen", "127.0.0.1:0")
+	}
 	cmd := shaleCmd(context.Background(), env, args...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -111,6 +117,9 @@ func startServerArgs(t *testing.T, env []string, args ...string) *server {
 	ready := make(chan string, 1)
 	go func() {
 		for lines.Scan() {
+			if after, ok := strings.CutPrefix(lines.Text(), "shale kafka protocol on "); ok {
+				s.kafka = after // printed before the line below: ready orders it
+			}
 			if _, after, ok := strings.Cut(lines.Text(), "listening on "); ok {
 				ready <- strings.Fields(after)[0]
 			}

@@ -79,7 +79,7 @@ func envWord(s string) string {
 
 // stringKinds name what a string flag takes, for help.
 var stringKinds = map[string]string{
-	"store": "URL", "server": "URL", "hot-dir": "DIR", "listen": "ADDR", "compression": "CODEC",
+	"store": "URL", "server": "URL", "hot-dir": "DIR", "listen": "ADDR", "kafka-listen": "ADDR", "kafka-advertise": "HOST:PORT", "compression": "CODEC",
 	"offset": "OFFSET", "time": "TIME", "timestamp": "TIME", "until": "OFFSET|TIME", "template": "TEMPLATE",
 	"format": "FORMAT", "input": "FORMAT", "output": "FORMAT", "key": "KEY", "key-delimiter": "DELIM",
 	"header": "KEY=VALUE", "cpuprofile": "FILE",

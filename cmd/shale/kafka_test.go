@@ -1,0 +1,169 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// TestKafka runs two `shale serve` processes on one bucket and drives
+// them with stock Kafka clients: franz-go (produce through one node,
+// consume through the other) and kcat (librdkafka): metadata, produce
+// with keys and headers, consume by offset and by timestamp.
+func TestKafka(t *testing.T) {
+	if _, err := exec.LookPath("kcat"); err != nil {
+		t.Fatal("kcat not installed: run `make kcat` (apt-get install kcat)")
+	}
+	for _, newStore := range []func(*testing.T) storeEnv{fileStore, minioStore} {
+		store := newStore(t)
+		t.Run(store.name, func(t *testing.T) {
+			a := startServer(t, store, t.TempDir(), nil, "--kafka-listen", "127.0.0.1:0")
+			// Node b advertises a name rather than its listener's
+			// address, as behind a load balancer.
+			p := freePort(t)
+			b := startServer(t, store, t.TempDir(), nil, "--kafka-listen", "127.0.0.1:"+p, "--kafka-advertise", "localhost:"+p)
+			if a.kafka == "" || b.kafka == "" {
+				t.Fatalf("kafka listeners not announced: %q %q", a.kafka, b.kafka)
+			}
+			testKafkaFranz(t, a.kafka, "localhost:"+p)
+			testKafkaKcat(t, a.kafka, "localhost:"+p)
+		})
+	}
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+}
+
+func kafkaClient(t *testing.T, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
+	c, err := kgo.NewClient(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func kafkaCreateTopic(t *testing.T, c *kgo.Client, topic string, partitions int32) {
+	t.Helper()
+	req := kmsg.NewPtrCreateTopicsRequest()
+	rt := kmsg.NewCreateTopicsRequestTopic()
+	rt.Topic, rt.NumPartitions, rt.ReplicationFactor = topic, partitions, 1
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(context.Background(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kerr.ErrorForCode(resp.Topics[0].ErrorCode); err != nil {
+		t.Fatalf("create topic %s: %v", topic, err)
+	}
+}
+
+func testKafkaFranz(t *testing.T, a, b string) {
+	prod := kafkaClient(t, kgo.SeedBrokers(a), kgo.DisableIdempotentWrite())
+	meta, err := kmsg.NewPtrMetadataRequest().RequestWith(context.Background(), prod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hosts []string
+	for _, br := range meta.Brokers {
+		hosts = append(hosts, fmt.Sprintf("%s:%d", br.Host, br.Port))
+	}
+	if len(hosts) != 2 || !strings.Contains(strings.Join(hosts, " "), a) || !strings.Contains(strings.Join(hosts, " "), b) {
+		t.Fatalf("metadata brokers %v, want %s and %s", hosts, a, b)
+	}
+	kafkaCreateTopic(t, prod, "franz", 4)
+	base := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
+	var sent []*kgo.Record
+	for i := range 400 {
+		sent = append(sent, &kgo.Record{Topic: "franz", Key: []byte("k" + strconv.Itoa(i%10)), Value: []byte(strconv.Itoa(i)),
+			Timestamp: base.Add(time.Duration(i) * time.Millisecond), Headers: []kgo.RecordHeader{{Key: "i", Value: []byte(strconv.Itoa(i))}}})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := prod.ProduceSync(ctx, sent...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	cons := kafkaClient(t, kgo.SeedBrokers(b), kgo.ConsumeTopics("franz"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	next := map[int32]int64{}
+	for got := 0; got < len(sent); {
+		fs := cons.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("consumed %d of %d", got, len(sent))
+		}
+		fs.EachError(func(topic string, p int32, err error) { t.Fatalf("fetch %s/%d: %v", topic, p, err) })
+		fs.EachRecord(func(r *kgo.Record) {
+			i, _ := strconv.Atoi(string(r.Value))
+			w := sent[i]
+			if r.Offset != next[r.Partition] || r.Partition != w.Partition || !bytes.Equal(r.Key, w.Key) || !r.Timestamp.Equal(w.Timestamp) || string(r.Headers[0].Value) != string(r.Value) {
+				t.Fatalf("record %d at %d/%d (want offset %d): key %q ts %v", i, r.Partition, r.Offset, next[r.Partition], r.Key, r.Timestamp)
+			}
+			next[r.Partition]++
+			got++
+		})
+	}
+}
+
+func kcat(t *testing.T, stdin string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "kcat", args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("kcat %v: %v\n%s", args, err, stderr.String())
+	}
+	return string(out)
+}
+
+func testKafkaKcat(t *testing.T, a, b string) {
+	// Timestamps to look up: records produced first with known times.
+	prod := kafkaClient(t, kgo.SeedBrokers(a), kgo.DisableIdempotentWrite(), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	kafkaCreateTopic(t, prod, "kc", 2)
+	base := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
+	for i := range 10 {
+		r := &kgo.Record{Topic: "kc", Partition: 0, Value: []byte("t" + strconv.Itoa(i)), Timestamp: base.Add(time.Duration(i) * time.Second)}
+		if err := prod.ProduceSync(context.Background(), r).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	meta := kcat(t, "", "-L", "-b", a)
+	if !strings.Contains(meta, "2 brokers:") || !strings.Contains(meta, `topic "kc" with 2 partitions`) || !strings.Contains(meta, b) {
+		t.Fatalf("kcat -L:\n%s", meta)
+	}
+
+	kcat(t, "k1:v1\nk2:v2\n:v3\n", "-P", "-b", a, "-t", "kc", "-p", "0", "-K:", "-H", "h1=x", "-H", "h2=y")
+	out := kcat(t, "", "-C", "-b", b, "-t", "kc", "-p", "0", "-o", "10", "-e", "-q", "-f", `%o|%k|%s|%h\n`)
+	want := "10|k1|v1|h1=x,h2=y\n11|k2|v2|h1=x,h2=y\n12||v3|h1=x,h2=y\n"
+	if out != want {
+		t.Fatalf("kcat consume from 10:\n%s\nwant:\n%s", out, want)
+	}
+
+	ts := base.Add(4 * time.Second).UnixMilli()
+	out = kcat(t, "", "-C", "-b", b, "-t", "kc", "-p", "0", "-o", "s@"+strconv.FormatInt(ts, 10), "-c", "2", "-q", "-f", `%o|%s|%T\n`)
+	want = fmt.Sprintf("4|t4|%d\n5|t5|%d\n", ts, ts+1000)
+	if out != want {
+		t.Fatalf("kcat consume from timestamp %d:\n%s\nwant:\n%s", ts, out, want)
+	}
+}

@@ -37,7 +37,8 @@ $(ARROWJS)/node_modules: $(ARROWJS)/package-lock.json
 # kcat (librdkafka's command line client, Debian's package) is a stock
 # Kafka client the Kafka protocol tests drive.
 kcat:
-	@command -v kcat >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat; }
+	@command -v kcat >/dev/null || { sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat; }
 
 test: minio arrowjs kcat
 	SHALE_MINIO_BIN=$(MINIO) $(GO) test $(TESTFLAGS) ./...

@@ -20,6 +20,10 @@ type Op struct {
 	CreateTopic *Topic    `json:"create_topic,omitempty"`
 	DeleteTopic *TopicRef `json:"delete_topic,omitempty"`
 	Append      *AppendOp `json:"append,omitempty"`
+	// ProducerIDs reserves a block of producer ids for a node.
+	ProducerIDs *ProducerIDsOp `json:"producer_ids,omitempty"`
+	// ProducerLimits sets the cluster's producer state limits.
+	ProducerLimits *ProducerLimits `json:"producer_limits,omitempty"`
 }
 
 // TopicRef names one incarnation of a topic.
@@ -43,4 +47,7 @@ type AppendPart struct {
 	Partition int32  `json:"partition"`
 	Base      int64  `json:"base"`
 	Span
+	// Producers are the idempotent batches among the part's rows, in row
+	// order; the state remembers them per producer.
+	Producers []ProducerBatch `json:"producers,omitempty"`
 }

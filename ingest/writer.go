@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"slices"
 	"sync"
@@ -32,7 +33,32 @@ var (
 	ErrStore = errors.New("object store unavailable")
 	// ErrClosed is returned by appends to a closed node.
 	ErrClosed = errors.New("ingest node closed")
+
+	// Outcomes of an idempotent producer's batch (AppendProducer), judged
+	// by the commit against the state every node shares:
+	// ErrOutOfOrderSequence (a gap, or a new epoch not starting at 0),
+	// ErrProducerFenced (an older epoch), ErrUnknownProducer (no state for
+	// the producer in the partition, expired or never there, and a
+	// sequence other than 0; or an id never allocated), and ErrRetry (not
+	// committed because another batch of its roll and partition was a
+	// duplicate or invalid; nothing was written, send it again).
+	ErrOutOfOrderSequence = manifest.ErrOutOfOrderSequence
+	ErrProducerFenced     = manifest.ErrProducerFenced
+	ErrUnknownProducer    = manifest.ErrUnknownProducer
+	ErrRetry              = manifest.ErrRetry
+	// ErrInvalidProducer is a Producer with a negative field.
+	ErrInvalidProducer = errors.New("invalid producer")
 )
+
+// Producer identifies an idempotent producer's batch: the producer id
+// (from manifest.Log.ProducerID), its epoch, and the sequence of the
+// batch's first record; the record count gives the last (sequences wrap
+// from MaxInt32 to 0).
+type Producer struct {
+	ID    int64
+	Epoch int16
+	Seq   int32
+}
 
 // Options configure a Writer. Zero values take the defaults noted.
 type Options struct {
@@ -162,6 +188,29 @@ type result struct {
 // their fate is unknown (a store failure during the roll: they may or may
 // not be committed, as with any Kafka produce that times out).
 func (n *Writer) Append(ctx context.Context, topic string, partition int32, recs []record.Record) (int64, error) {
+	return n.append(ctx, topic, partition, recs, nil)
+}
+
+// AppendProducer is Append for an idempotent producer's batch, committed
+// at most once per (producer, partition, epoch, sequence) across every
+// node of the bucket: a batch one of the producer's last five committed
+// batches in the partition is not committed again and returns the base
+// offset it got then (whichever node committed it, also after that node
+// died before answering). Besides Append's errors it returns
+// ErrOutOfOrderSequence, ErrProducerFenced, ErrUnknownProducer and
+// ErrRetry (see their doc). Batches of one producer and partition are
+// committed in the order they are appended to one Writer; a producer
+// that sends its next batch only after the previous one is answered
+// (or retries in order) gets contiguous sequences.
+func (n *Writer) AppendProducer(ctx context.Context, topic string, partition int32, recs []record.Record, p Producer) (int64, error) {
+	if p.ID < 0 || p.Epoch < 0 || p.Seq < 0 || len(recs) > math.MaxInt32 {
+		return 0, fmt.Errorf("append to %s/%d: %w: id %d, epoch %d, sequence %d, %d records: want 0 or more and at most 2^31-1 records",
+			topic, partition, ErrInvalidProducer, p.ID, p.Epoch, p.Seq, len(recs))
+	}
+	return n.append(ctx, topic, partition, recs, &p)
+}
+
+func (n *Writer) append(ctx context.Context, topic string, partition int32, recs []record.Record, prod *Producer) (int64, error) {
 	if len(recs) == 0 {
 		return 0, errors.New("append: no records")
 	}
@@ -179,12 +228,12 @@ func (n *Writer) Append(ctx context.Context, topic string, partition int32, recs
 	if err := record.Validate(topic, recs); err != nil {
 		return 0, fmt.Errorf("append to %s/%d: %w", topic, partition, err)
 	}
-	buf := appendFrame(nil, topic, t.ID, partition, recs, time.Now().UnixMilli())
+	buf := appendFrame(nil, topic, t.ID, partition, recs, time.Now().UnixMilli(), prod)
 	if limit := min(n.opts.MaxBatchBytes, frameHeaderLen+maxFrameLen); len(buf) > limit {
 		return 0, fmt.Errorf("%w: %d bytes encoded, the limit is %d", ErrTooLarge, len(buf), limit)
 	}
 	done := make(chan result, 1)
-	if err := n.write(ctx, frameRef{topic: topic, topicID: t.ID, partition: partition, count: len(recs), done: done}, buf); err != nil {
+	if err := n.write(ctx, frameRef{topic: topic, topicID: t.ID, partition: partition, count: len(recs), idem: prod != nil, done: done}, buf); err != nil {
 		return 0, err
 	}
 	select {

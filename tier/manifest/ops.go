@@ -252,9 +252,28 @@ type AppendResult struct {
 // committed by any node before is a duplicate here. A part with a
 // duplicate or invalid batch is left out whole: its rows are contiguous
 // offsets, so it cannot be committed in part.
+//
+// A record that lands proves the state its parts were judged on was the
+// latest. When nothing is left to write, nothing proves it: a batch judged
+// unknown or out of sequence on a node that is behind may be fine on the
+// latest state. So such a judgement is made again after catching up.
 func (l *Log) Append(ctx context.Context, objs []PendingObject) ([]AppendResult, error) {
-	var results []AppendResult
-	_, err := l.commit(ctx, func(s *State, timeMs int64) ([]Op, error) {
+	for synced := false; ; synced = true {
+		res, rec, refused, err := l.append(ctx, objs)
+		if err != nil || rec != nil || !refused || synced {
+			return res, err
+		}
+		if err := l.Sync(ctx); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// append builds and commits one record for Append; refused says whether a
+// part was left out for its producer batches.
+func (l *Log) append(ctx context.Context, objs []PendingObject) (results []AppendResult, rec *Commit, refused bool, err error) {
+	rec, err = l.commit(ctx, func(s *State, timeMs int64) ([]Op, error) {
+		refused = false
 		results = make([]AppendResult, len(objs))
 		ov := newOverlay(s, s.Seq+1, timeMs)
 		// retried are the producers (per partition) with a batch left
@@ -283,6 +302,7 @@ func (l *Log) Append(ctx context.Context, objs []PendingObject) ([]AppendResult,
 				part := AppendPart{Topic: pp.Topic, TopicID: t.ID, Partition: pp.Partition, Base: ov.end(&t.Topic, pp.Partition), Span: pp.Span, Producers: pp.Producers}
 				pres, err := ov.part(o.Size, &part, seen)
 				if errors.Is(err, errProducerBatch) {
+					refused = true
 					r.Err[j] = ErrRetry
 					for k, b := range pp.Producers {
 						key := prodKey{t.ID, pp.Partition, b.ID}
@@ -310,5 +330,5 @@ func (l *Log) Append(ctx context.Context, objs []PendingObject) ([]AppendResult,
 		}
 		return ops, nil
 	})
-	return results, err
+	return results, rec, refused, err
 }

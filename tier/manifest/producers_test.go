@@ -353,3 +353,21 @@ func TestInvalidProducerRecordIsSkipped(t *testing.T) {
 		})
 	}
 }
+
+// TestProducerEntryBytes: the checkpoint bytes of one producer entry with
+// five batches of large numbers, the figure docs/format/manifest.md gives.
+func TestProducerEntryBytes(t *testing.T) {
+	ps := &ProducerState{Epoch: math.MaxInt16, LastMs: 1795673581267, Commit: 1 << 40}
+	for i := range int32(producerBatches) {
+		first := math.MaxInt32 - 1000 + 200*i
+		ps.Batches = append(ps.Batches, SeqBatch{FirstSeq: first, LastSeq: first + 199, Base: 1<<50 + int64(200*i)})
+	}
+	b, err := json.Marshal(map[int64]*ProducerState{1 << 50: ps})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d bytes: %s", len(b), b)
+	if len(b) > 300 {
+		t.Fatalf("a producer entry takes %d bytes, docs say at most 300", len(b))
+	}
+}

@@ -372,3 +372,37 @@ func TestIdempotentProducersUnderFaults(t *testing.T) {
 		checkPartition(t, bucket, fresh, "t", p, want)
 	}
 }
+
+// TestEnqueuePipelines: a front end that enqueues one producer's batches
+// in order, without waiting for each commit, gets them all committed in
+// sequence, across rolls.
+func TestEnqueuePipelines(t *testing.T) {
+	ctx := context.Background()
+	n, l := newNode(t, newStore(t), Options{RollAge: 2 * time.Millisecond})
+	if _, err := l.CreateTopic(ctx, "t", 1, manifest.Retention{}); err != nil {
+		t.Fatal(err)
+	}
+	p, _ := l.ProducerID(ctx)
+	var acks []*Ack
+	want := map[int64]string{}
+	for i := range 50 {
+		a, err := n.Enqueue(ctx, "t", 0, batch(p, int32(2*i), 2), &Producer{ID: p, Seq: int32(2 * i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		acks = append(acks, a)
+		if i%7 == 0 {
+			time.Sleep(3 * time.Millisecond) // let some rolls end between batches
+		}
+		want[int64(2*i)], want[int64(2*i+1)] = fmt.Sprintf("p%d-s%d", p, 2*i), fmt.Sprintf("p%d-s%d", p, 2*i+1)
+	}
+	for i, a := range acks {
+		if base, err := a.Wait(ctx); err != nil || base != int64(2*i) {
+			t.Fatalf("batch %d: %d, %v", i, base, err)
+		}
+	}
+	if base, err := acks[3].Wait(ctx); err != nil || base != 6 {
+		t.Fatalf("a second Wait: %d, %v", base, err)
+	}
+	checkPartition(t, n.store, l, "t", 0, want)
+}

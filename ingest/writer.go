@@ -188,60 +188,90 @@ type result struct {
 // their fate is unknown (a store failure during the roll: they may or may
 // not be committed, as with any Kafka produce that times out).
 func (n *Writer) Append(ctx context.Context, topic string, partition int32, recs []record.Record) (int64, error) {
-	return n.append(ctx, topic, partition, recs, nil)
+	a, err := n.Enqueue(ctx, topic, partition, recs, nil)
+	if err != nil {
+		return 0, err
+	}
+	return a.Wait(ctx)
 }
 
 // AppendProducer is Append for an idempotent producer's batch, committed
 // at most once per (producer, partition, epoch, sequence) across every
-// node of the bucket: a batch one of the producer's last five committed
-// batches in the partition is not committed again and returns the base
-// offset it got then (whichever node committed it, also after that node
-// died before answering). Besides Append's errors it returns
-// ErrOutOfOrderSequence, ErrProducerFenced, ErrUnknownProducer and
-// ErrRetry (see their doc). Batches of one producer and partition are
-// committed in the order they are appended to one Writer; a producer
-// that sends its next batch only after the previous one is answered
-// (or retries in order) gets contiguous sequences.
+// node of the bucket: a batch that is one of the producer's last five
+// committed batches in the partition is not committed again and returns
+// the base offset it got then (whichever node committed it, also after
+// that node died before answering). Besides Append's errors it returns
+// ErrOutOfOrderSequence, ErrProducerFenced, ErrUnknownProducer, ErrRetry
+// and ErrInvalidProducer (see their doc). ErrStore leaves the outcome
+// unknown, as for Append: the producer retries the same batch, on any
+// node, and gets its offsets either way.
 func (n *Writer) AppendProducer(ctx context.Context, topic string, partition int32, recs []record.Record, p Producer) (int64, error) {
-	if p.ID < 0 || p.Epoch < 0 || p.Seq < 0 || len(recs) > math.MaxInt32 {
-		return 0, fmt.Errorf("append to %s/%d: %w: id %d, epoch %d, sequence %d, %d records: want 0 or more and at most 2^31-1 records",
-			topic, partition, ErrInvalidProducer, p.ID, p.Epoch, p.Seq, len(recs))
-	}
-	return n.append(ctx, topic, partition, recs, &p)
-}
-
-func (n *Writer) append(ctx context.Context, topic string, partition int32, recs []record.Record, prod *Producer) (int64, error) {
-	if len(recs) == 0 {
-		return 0, errors.New("append: no records")
-	}
-	t, err := n.log.Topic(ctx, topic)
+	a, err := n.Enqueue(ctx, topic, partition, recs, &p)
 	if err != nil {
 		return 0, err
 	}
+	return a.Wait(ctx)
+}
+
+// Ack is an append that entered this node's hot segment and waits for its
+// commit.
+type Ack struct {
+	topic     string
+	partition int32
+	done      chan result
+}
+
+// Wait returns the append's base offset once it is committed, or why it
+// was not (the errors of Append and AppendProducer). A Wait that ends with
+// ctx leaves the append to be committed or not; Wait may be called again.
+func (a *Ack) Wait(ctx context.Context) (int64, error) {
+	select {
+	case r := <-a.done:
+		a.done <- r // for a later Wait
+		return r.base, r.err
+	case <-ctx.Done():
+		return 0, fmt.Errorf("append to %s/%d: waiting for commit: %w", a.topic, a.partition, ctx.Err())
+	}
+}
+
+// Enqueue writes an append into this node's hot segment and returns
+// without waiting for its commit; prod is an idempotent producer's batch,
+// or nil. Appends enter the segment, and are committed, in the order
+// Enqueue returns for them, so a front end that pipelines one producer's
+// requests (Kafka allows five in flight per connection) calls Enqueue for
+// them in request order and waits for the Acks concurrently. The errors
+// are those that refuse an append before anything is written.
+func (n *Writer) Enqueue(ctx context.Context, topic string, partition int32, recs []record.Record, prod *Producer) (*Ack, error) {
+	if len(recs) == 0 {
+		return nil, errors.New("append: no records")
+	}
+	if p := prod; p != nil && (p.ID < 0 || p.Epoch < 0 || p.Seq < 0 || len(recs) > math.MaxInt32) {
+		return nil, fmt.Errorf("append to %s/%d: %w: id %d, epoch %d, sequence %d, %d records: want 0 or more and at most 2^31-1 records",
+			topic, partition, ErrInvalidProducer, p.ID, p.Epoch, p.Seq, len(recs))
+	}
+	t, err := n.log.Topic(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
 	if partition < 0 || partition >= t.Partitions {
-		return 0, fmt.Errorf("%w %d of topic %q (it has %d)", manifest.ErrUnknownPartition, partition, topic, t.Partitions)
+		return nil, fmt.Errorf("%w %d of topic %q (it has %d)", manifest.ErrUnknownPartition, partition, topic, t.Partitions)
 	}
 	// Check every record against the limits the roll and the readers
 	// enforce before anything is written: a record that entered a segment
 	// must always be rollable, or its roll would fail for every producer
 	// in it.
 	if err := record.Validate(topic, recs); err != nil {
-		return 0, fmt.Errorf("append to %s/%d: %w", topic, partition, err)
+		return nil, fmt.Errorf("append to %s/%d: %w", topic, partition, err)
 	}
 	buf := appendFrame(nil, topic, t.ID, partition, recs, time.Now().UnixMilli(), prod)
 	if limit := min(n.opts.MaxBatchBytes, frameHeaderLen+maxFrameLen); len(buf) > limit {
-		return 0, fmt.Errorf("%w: %d bytes encoded, the limit is %d", ErrTooLarge, len(buf), limit)
+		return nil, fmt.Errorf("%w: %d bytes encoded, the limit is %d", ErrTooLarge, len(buf), limit)
 	}
 	done := make(chan result, 1)
 	if err := n.write(ctx, frameRef{topic: topic, topicID: t.ID, partition: partition, count: len(recs), idem: prod != nil, done: done}, buf); err != nil {
-		return 0, err
+		return nil, err
 	}
-	select {
-	case r := <-done:
-		return r.base, r.err
-	case <-ctx.Done():
-		return 0, fmt.Errorf("append to %s/%d: waiting for commit: %w", topic, partition, ctx.Err())
-	}
+	return &Ack{topic: topic, partition: partition, done: done}, nil
 }
 
 // write puts one frame into the current segment, rolling a full one and

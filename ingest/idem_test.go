@@ -57,10 +57,14 @@ func appendAsync(n *Writer, topic string, p int32, recs []record.Record, pr Prod
 // follow Kafka's rules, and batches in one roll are judged together.
 func TestIdempotentAppend(t *testing.T) {
 	ctx := context.Background()
-	n, l := newNode(t, newStore(t), Options{RollAge: 300 * time.Millisecond})
+	s := newStore(t)
+	n, l := newNode(t, s, Options{RollAge: 300 * time.Millisecond})
 	if _, err := l.CreateTopic(ctx, "t", 2, manifest.Retention{}); err != nil {
 		t.Fatal(err)
 	}
+	// A second node that stays behind: it learns of the commits below
+	// only when its own commit loses a race.
+	behind, _ := newNode(t, s, Options{RollAge: 300 * time.Millisecond})
 	p, _ := l.ProducerID(ctx)
 	q, _ := l.ProducerID(ctx)
 
@@ -71,19 +75,26 @@ func TestIdempotentAppend(t *testing.T) {
 	if ra, rb := <-a, <-b; ra.err != nil || rb.err != nil || ra.base != 0 || rb.base != 3 {
 		t.Fatalf("two batches in one roll: %+v %+v", ra, rb)
 	}
-	// A retry of a committed batch: its original offset, nothing written.
+	// A retry of a committed batch: its original offset, answered from
+	// the node's state without entering a segment.
 	if base, err := n.AppendProducer(ctx, "t", 0, batch(p, 0, 3), Producer{ID: p, Seq: 0}); err != nil || base != 0 {
 		t.Fatalf("duplicate: %d, %v", base, err)
 	}
-	// A retry in the roll of another producer's new batch to the same
-	// partition, and a batch to another partition: the duplicate's part is
-	// left out, so the new batch is to be retried; the other partition is
-	// committed.
-	dup := appendAsync(n, "t", 0, batch(p, 3, 2), Producer{ID: p, Seq: 3})
-	waitFrames(t, n, 1)
-	fresh := appendAsync(n, "t", 0, batch(q, 0, 1), Producer{ID: q, Seq: 0})
-	other := appendAsync(n, "t", 1, batch(q, 0, 1), Producer{ID: q, Seq: 0})
-	waitFrames(t, n, 3)
+	n.mu.Lock()
+	entered := n.mu.cur != nil && len(n.mu.cur.frames) > 0
+	n.mu.Unlock()
+	if entered {
+		t.Fatalf("a known duplicate entered the segment")
+	}
+	// A retry, on the node that is behind, in the roll of another
+	// producer's new batch to the same partition, and a batch to another
+	// partition: the duplicate's part is left out, so the new batch is to
+	// be retried; the other partition is committed.
+	dup := appendAsync(behind, "t", 0, batch(p, 3, 2), Producer{ID: p, Seq: 3})
+	waitFrames(t, behind, 1)
+	fresh := appendAsync(behind, "t", 0, batch(q, 0, 1), Producer{ID: q, Seq: 0})
+	other := appendAsync(behind, "t", 1, batch(q, 0, 1), Producer{ID: q, Seq: 0})
+	waitFrames(t, behind, 3)
 	if r := <-dup; r.err != nil || r.base != 3 {
 		t.Fatalf("duplicate in a roll: %+v", r)
 	}

@@ -263,6 +263,16 @@ func (n *Writer) Enqueue(ctx context.Context, topic string, partition int32, rec
 	if err := record.Validate(topic, recs); err != nil {
 		return nil, fmt.Errorf("append to %s/%d: %w", topic, partition, err)
 	}
+	if prod != nil {
+		// A retry of a batch this node knows to be committed is answered
+		// at once; one it does not know of yet is judged by the commit.
+		b := manifest.ProducerBatch{ID: prod.ID, Epoch: prod.Epoch, FirstSeq: prod.Seq, LastSeq: manifest.LastSeq(prod.Seq, len(recs))}
+		if base, ok := n.log.Committed(topic, t.ID, partition, b); ok {
+			done := make(chan result, 1)
+			done <- result{base: base}
+			return &Ack{topic: topic, partition: partition, done: done}, nil
+		}
+	}
 	buf := appendFrame(nil, topic, t.ID, partition, recs, time.Now().UnixMilli(), prod)
 	if limit := min(n.opts.MaxBatchBytes, frameHeaderLen+maxFrameLen); len(buf) > limit {
 		return nil, fmt.Errorf("%w: %d bytes encoded, the limit is %d", ErrTooLarge, len(buf), limit)

@@ -481,3 +481,26 @@ type ProducerResult struct {
 	Duplicate bool // committed before, by an earlier commit; Base is its offset then
 	Err       error
 }
+
+// Committed reports whether batch b (its Delta ignored) is one of its
+// producer's last batches in the partition in this node's state, and its
+// base offset then. Committed state only grows, so a yes from a node that
+// is behind is still true: a front end may answer a retried batch from it
+// without a roll. A no proves nothing; the commit decides.
+func (l *Log) Committed(topic, topicID string, partition int32, b ProducerBatch) (base int64, ok bool) {
+	l.View(func(s *State) {
+		p, err := s.partition(topic, topicID, partition)
+		if err != nil {
+			return
+		}
+		ps := p.Producers[b.ID]
+		if ps == nil || ps.Epoch != b.Epoch {
+			return
+		}
+		var sb SeqBatch
+		if sb, ok = ps.find(b.FirstSeq, b.LastSeq); ok {
+			base = sb.Base
+		}
+	})
+	return base, ok
+}

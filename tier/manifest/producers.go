@@ -250,6 +250,7 @@ type producerIndex struct {
 
 type prodItem struct {
 	key    prodKey
+	topic  string // the topic's name, to find the entry when it is removed
 	commit int64
 	lastMs int64
 	i      int
@@ -287,7 +288,7 @@ func (s *State) producers() *producerIndex {
 	for _, t := range s.Topics {
 		for i, p := range t.Parts {
 			for id, ps := range p.Producers {
-				it := &prodItem{key: prodKey{t.ID, int32(i), id}, commit: ps.Commit, lastMs: ps.LastMs, i: len(x.items)}
+				it := &prodItem{key: prodKey{t.ID, int32(i), id}, topic: t.Name, commit: ps.Commit, lastMs: ps.LastMs, i: len(x.items)}
 				x.items = append(x.items, it)
 				x.byKey[it.key] = it
 			}
@@ -312,7 +313,7 @@ func (s *State) setProducer(t *TopicState, i int32, id int64, ps *ProducerState)
 		heap.Fix(x, it.i)
 		return
 	}
-	it := &prodItem{key: k, commit: ps.Commit, lastMs: ps.LastMs}
+	it := &prodItem{key: k, topic: t.Name, commit: ps.Commit, lastMs: ps.LastMs}
 	heap.Push(x, it)
 	x.byKey[k] = it
 }
@@ -342,13 +343,11 @@ func (s *State) pruneProducers() {
 	for x.Len() > 0 && (x.items[0].lastMs < s.ClockMs-expiry || int64(x.Len()) > limit) {
 		it := heap.Pop(x).(*prodItem)
 		delete(x.byKey, it.key)
-		for _, t := range s.Topics {
-			if t.ID == it.key.topicID && int(it.key.partition) < len(t.Parts) {
-				delete(t.Parts[it.key.partition].Producers, it.key.id)
-				if len(t.Parts[it.key.partition].Producers) == 0 {
-					t.Parts[it.key.partition].Producers = nil
-				}
-				break
+		if t, ok := s.Topics[it.topic]; ok && t.ID == it.key.topicID && int(it.key.partition) < len(t.Parts) {
+			p := t.Parts[it.key.partition]
+			delete(p.Producers, it.key.id)
+			if len(p.Producers) == 0 {
+				p.Producers = nil
 			}
 		}
 	}

@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"reflect"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/shalelog/shale/tier/tiertest"
 )
 
 // clock is an injected commit clock.
@@ -369,5 +372,100 @@ func TestProducerEntryBytes(t *testing.T) {
 	t.Logf("%d bytes: %s", len(b), b)
 	if len(b) > 300 {
 		t.Fatalf("a producer entry takes %d bytes, docs say at most 300", len(b))
+	}
+}
+
+// TestProducerStateIsDeterministic: random producers, clock jumps, limits
+// and topic deletions; the state of the node that wrote the log, of a node
+// starting from its checkpoints, and of a node replaying the log alone
+// are the same.
+func TestProducerStateIsDeterministic(t *testing.T) {
+	ctx := context.Background()
+	c := &clock{t: time.UnixMilli(1_000_000_000_000)}
+	s := tiertest.NewMemStore()
+	l := openLog(t, s, Options{Now: c.now, CheckpointEvery: 7, ProducerIDBlock: 20})
+	rng := rand.New(rand.NewPCG(1, 2))
+	if err := l.SetProducerLimits(ctx, ProducerLimits{ExpiryMs: 60_000, Max: 12}); err != nil {
+		t.Fatal(err)
+	}
+	seqs := map[[2]int64]int32{} // producer, partition: next sequence
+	var ids []int64
+	forgotten := 0
+	for i := range 200 {
+		switch k := rng.IntN(20); {
+		case k == 0:
+			if _, err := l.CreateTopic(ctx, fmt.Sprint("u", i), 2, Retention{}); err != nil {
+				t.Fatal(err)
+			}
+		case k == 1:
+			for _, tp := range l.Topics() {
+				if tp.Name != "t" {
+					if err := l.DeleteTopic(ctx, tp.Name); err != nil {
+						t.Fatal(err)
+					}
+					break
+				}
+			}
+		case k < 4 || len(ids) == 0:
+			id, err := l.ProducerID(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, id)
+		default:
+			if i == 0 {
+				if _, err := l.CreateTopic(ctx, "t", 3, Retention{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := l.Topic(ctx, "t"); err != nil {
+				if _, err := l.CreateTopic(ctx, "t", 3, Retention{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			id := ids[rng.IntN(len(ids))]
+			part := int32(rng.IntN(3))
+			first := seqs[[2]int64{id, int64(part)}]
+			n := int32(1 + rng.IntN(3))
+			o := pending(fmt.Sprint("o", i), "t", part)
+			o.Parts[0].Producers = []ProducerBatch{{ID: id, FirstSeq: first, LastSeq: first + n - 1}}
+			o.Parts[0].Count = int64(n)
+			o.Parts[0].Batches = Batches{{Delta: 0, Rows: int64(n), Off: 8, Len: 50, CRC: 7}}
+			res, err := l.Append(ctx, []PendingObject{o})
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch err := res[0].Err[0]; {
+			case err == nil:
+				seqs[[2]int64{id, int64(part)}] = first + n
+			case errors.Is(res[0].Producers[0][0].Err, ErrUnknownProducer):
+				seqs[[2]int64{id, int64(part)}] = 0 // expired or evicted: start again
+				forgotten++
+			default:
+				t.Fatalf("append %d: %v", i, err)
+			}
+		}
+		c.add(time.Duration(rng.IntN(10_000)) * time.Millisecond)
+	}
+	waitCheckpoint(l)
+	replay := tiertest.NewMemStore()
+	for seq := int64(1); seq <= l.Seq(); seq++ {
+		data, _, err := s.Get(ctx, LogKey(seq), 0, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		putRaw(t, replay, seq, data)
+	}
+	want := stateOf(l)
+	for name, st := range map[string]*State{"from checkpoints": stateOf(openLog(t, s, Options{})), "replaying": stateOf(openLog(t, replay, Options{}))} {
+		if !reflect.DeepEqual(st, want) {
+			t.Fatalf("%s: the state differs from the writer's", name)
+		}
+	}
+	if forgotten == 0 {
+		t.Fatal("no producer was ever expired or evicted")
+	}
+	if n := l.ProducerEntries(); n == 0 || n > 12 {
+		t.Fatalf("%d producer entries, want 1 to 12", n)
 	}
 }

@@ -56,11 +56,11 @@ func seedCommits() [][]byte {
 	}
 	var out [][]byte
 	for _, c := range commits {
-		c.Version, c.Seq, c.ID = 1, 3, "id"
+		c.Version, c.Seq, c.ID = commitVersion(c.Ops), 3, "id"
 		b, _ := json.Marshal(c)
 		out = append(out, b)
 	}
-	return append(out, []byte(`{"v":1,"seq":3,"ops":[null,{}]}`), []byte(`{"v":2}`), []byte(`[]`))
+	return append(out, []byte(`{"v":1,"seq":3,"ops":[null,{}]}`), []byte(`{"v":3}`), []byte(`[]`))
 }
 
 // FuzzDecodeCommit: decoding and checking any bytes never panics, and a
@@ -92,10 +92,12 @@ func FuzzDecodeCommit(f *testing.F) {
 func FuzzCheckpoint(f *testing.F) {
 	st := fuzzState()
 	st.Seq = 5
-	b, _ := json.Marshal(checkpoint{Version: 1, State: st})
+	b, _ := json.Marshal(checkpoint{Version: 2, State: st})
 	f.Add(b)
 	snap, _ := snapshotSealed(st, 2)
-	b, _ = json.Marshal(checkpoint{Version: 1, State: snap})
+	b, _ = json.Marshal(checkpoint{Version: 2, State: snap})
+	f.Add(b)
+	b, _ = json.Marshal(checkpoint{Version: 1, State: snap}) // producers ignored
 	f.Add(b)
 	f.Add([]byte(`{"v":1,"state":{"seq":5,"topics":{}}}`))
 	f.Add([]byte(`{"v":1,"state":{"seq":5,"topics":{"t":{"name":"t","id":"x","partitions":1,"parts":[{"start":0,"end":0,"entries":[]}]}}}}`))

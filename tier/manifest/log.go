@@ -391,7 +391,7 @@ func (l *Log) commit(ctx context.Context, build func(s *State, timeMs int64) ([]
 			if ops, err = build(s, now); err != nil || len(ops) == 0 {
 				return
 			}
-			rec = &Commit{Version: FormatVersion, Seq: s.Seq + 1, ID: id, Node: l.opts.Node, TimeMs: now, Ops: ops}
+			rec = &Commit{Version: commitVersion(ops), Seq: s.Seq + 1, ID: id, Node: l.opts.Node, TimeMs: now, Ops: ops}
 			if cerr := s.checkCommit(rec); cerr != nil {
 				err = fmt.Errorf("commit: refusing to write an invalid record: %w", cerr)
 			}

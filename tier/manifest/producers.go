@@ -503,3 +503,35 @@ func (l *Log) Committed(topic, topicID string, partition int32, b ProducerBatch)
 	})
 	return base, ok
 }
+
+// hasProducers reports whether s holds state only version 2 can hold.
+func (s *State) hasProducers() bool {
+	if s.NextProducerID != 0 || s.ProducerLimits != (ProducerLimits{}) {
+		return true
+	}
+	for _, t := range s.Topics {
+		for _, p := range t.Parts {
+			if len(p.Producers) > 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// downgrade drops the producer state of a version 1 checkpoint, which a
+// node reading only version 1 ignores. The clock stays: it is kept in
+// version 1 checkpoints too, and only producers use it.
+func (s *State) downgrade() {
+	s.NextProducerID, s.ProducerLimits = 0, ProducerLimits{}
+	for _, t := range s.Topics {
+		if t == nil {
+			continue
+		}
+		for _, p := range t.Parts {
+			if p != nil {
+				p.Producers = nil
+			}
+		}
+	}
+}

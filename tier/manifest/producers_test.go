@@ -8,6 +8,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -207,6 +208,9 @@ func TestProducerStateFromCheckpoint(t *testing.T) {
 		}
 	}
 	waitCheckpoint(l)
+	if data, _, err := s.Get(ctx, checkpointKey(4), 0, -1); err != nil || !strings.HasPrefix(string(data), `{"v":2,`) {
+		t.Fatalf("checkpoint with producers: %.20s, %v; want version 2", data, err)
+	}
 	l2 := openLog(t, s, Options{})
 	if l2.Seq() != 4 {
 		t.Fatalf("opened at %d", l2.Seq())
@@ -334,7 +338,7 @@ func TestInvalidProducerRecordIsSkipped(t *testing.T) {
 			before := stateOf(a)
 			o := idem("o2", 0, pb(0, 0, 3, 5))
 			part := AppendPart{Topic: "t", TopicID: before.Topics["t"].ID, Base: 3, Span: o.Parts[0].Span, Producers: o.Parts[0].Producers}
-			c := &Commit{Version: 1, Seq: 4, ID: "x", TimeMs: before.ClockMs, Ops: []Op{{Append: &AppendOp{Object: "o2", Size: 100, Parts: []AppendPart{part}}}}}
+			c := &Commit{Version: 2, Seq: 4, ID: "x", TimeMs: before.ClockMs, Ops: []Op{{Append: &AppendOp{Object: "o2", Size: 100, Parts: []AppendPart{part}}}}}
 			if err := before.checkCommit(c); err != nil {
 				t.Fatalf("the valid template fails: %v", err)
 			}
@@ -467,5 +471,45 @@ func TestProducerStateIsDeterministic(t *testing.T) {
 	}
 	if n := l.ProducerEntries(); n == 0 || n > 12 {
 		t.Fatalf("%d producer entries, want 1 to 12", n)
+	}
+}
+
+// TestVersion1IgnoresProducers: a node must judge a version 1 record as a
+// node that knows nothing of producers does: producer batches in its parts
+// are ignored, a producer_ids operation is no operation (the record is
+// invalid). The writer writes version 2 only when it uses producers.
+func TestVersion1IgnoresProducers(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	a := openLog(t, s, Options{})
+	tp, err := a.CreateTopic(ctx, "t", 1, Retention{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.ProducerID(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for seq, want := range map[int64]int{1: 1, 2: 2} {
+		data, _, err := s.Get(ctx, LogKey(seq), 0, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var c Commit
+		if err := json.Unmarshal(data, &c); err != nil || c.Version != want {
+			t.Fatalf("record %d is version %d, want %d (%v)", seq, c.Version, want, err)
+		}
+	}
+	o := idem("o", 0, pb(0, 0, 5, 7)) // out of sequence, if it counted
+	part := AppendPart{Topic: "t", TopicID: tp.ID, Base: 0, Span: o.Parts[0].Span, Producers: o.Parts[0].Producers}
+	data, _ := json.Marshal(Commit{Version: 1, Seq: 3, Ops: []Op{{Append: &AppendOp{Object: "o", Size: 100, Parts: []AppendPart{part}}}}})
+	putRaw(t, s, 3, data)
+	data, _ = json.Marshal(Commit{Version: 1, Seq: 4, Ops: []Op{{ProducerIDs: &ProducerIDsOp{First: 1000, Count: 10}}}})
+	putRaw(t, s, 4, data)
+	if err := a.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st := stateOf(a)
+	if a.Skipped() != 1 || st.Topics["t"].Parts[0].End != 3 || st.Topics["t"].Parts[0].Producers != nil || st.NextProducerID != 1000 {
+		t.Fatalf("skipped %d, end %d, producers %v, next id %d; want 1, 3, none, 1000", a.Skipped(), st.Topics["t"].Parts[0].End, st.Topics["t"].Parts[0].Producers, st.NextProducerID)
 	}
 }

@@ -42,6 +42,9 @@ func decodeCommit(key string, data []byte) (*Commit, error) {
 	if LogKey(r.Seq) != key {
 		return nil, corrupt("commit record", key, fmt.Errorf("it says it is number %d", r.Seq))
 	}
+	if r.Version < 2 {
+		r.downgrade()
+	}
 	return &r, nil
 }
 
@@ -53,6 +56,9 @@ func decodeCheckpoint(key string, seq int64, data []byte) (*State, error) {
 	}
 	if cp.Version < 1 || cp.Version > FormatVersion {
 		return nil, corrupt("checkpoint", key, fmt.Errorf("format version %d, this build reads 1 to %d", cp.Version, FormatVersion))
+	}
+	if cp.Version < 2 && cp.State != nil {
+		cp.State.downgrade()
 	}
 	if err := checkState(cp.State, seq); err != nil {
 		return nil, corrupt("checkpoint", key, err)

@@ -13,6 +13,7 @@ import (
 	"github.com/shalelog/shale/record"
 	"github.com/shalelog/shale/tier"
 	"github.com/shalelog/shale/tier/manifest"
+	"github.com/shalelog/shale/tier/minio"
 	"github.com/shalelog/shale/tier/object"
 	"github.com/shalelog/shale/tier/tiertest"
 )
@@ -178,11 +179,29 @@ func checkPartition(t *testing.T, s tier.Store, l *manifest.Log, topic string, p
 	}
 }
 
+// buckets are the shared stores the multi-node tests run on: in memory,
+// and a real MinIO (where a store's latency shifts the races).
+var buckets = []struct {
+	name  string
+	open  func(t *testing.T) tier.Store
+	scale time.Duration // multiplies the tests' store timeouts and delays
+}{
+	{"mem", func(*testing.T) tier.Store { return tiertest.NewMemStore() }, 1},
+	{"minio", func(t *testing.T) tier.Store {
+		ep := tiertest.StartMinIO(t)
+		s, err := minio.Open(t.Context(), "minio://"+ep.AccessKey+":"+ep.SecretKey+"@"+ep.Addr+"/"+ep.Bucket+"/idem")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}, 4},
+}
+
 // twoNodes starts two writers, each with its own log and a FaultStore
 // over one shared bucket.
-func twoNodes(t *testing.T, seed uint64, opts Options) (nodes [2]*Writer, logs [2]*manifest.Log, faults [2]*tiertest.FaultStore, bucket tier.Store) {
+func twoNodes(t *testing.T, bucket tier.Store, seed uint64, opts Options) (nodes [2]*Writer, logs [2]*manifest.Log, faults [2]*tiertest.FaultStore) {
 	t.Helper()
-	bucket = tiertest.NewMemStore()
 	for i := range nodes {
 		faults[i] = tiertest.NewFaultStore(bucket, seed+uint64(i))
 		o := opts
@@ -215,48 +234,56 @@ func TestRetryAcrossNodeLoss(t *testing.T) {
 			{Kind: tiertest.Fail, Ops: tiertest.OpGet, Prefix: commits, Rate: 1},
 		}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			for round := range 3 {
-				ctx := context.Background()
-				nodes, logs, faults, bucket := twoNodes(t, uint64(round), Options{RollAge: 10 * time.Millisecond, StoreTimeout: 150 * time.Millisecond})
-				if _, err := logs[1].CreateTopic(ctx, "t", 1, manifest.Retention{}); err != nil {
-					t.Fatal(err)
+		for _, bk := range buckets {
+			t.Run(tc.name+"/"+bk.name, func(t *testing.T) {
+				for round := range 2 {
+					var faults []tiertest.Fault
+					for _, f := range tc.faults {
+						f.Delay *= bk.scale
+						faults = append(faults, f)
+					}
+					retryAcrossNodeLoss(t, bk.open(t), uint64(round), bk.scale, faults)
 				}
-				p, err := logs[0].ProducerID(ctx)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if _, err := nodes[0].AppendProducer(ctx, "t", 0, batch(p, 0, 2), Producer{ID: p}); err != nil {
-					t.Fatal(err)
-				}
-				faults[0].Set(tc.faults...)
-				_, err = nodes[0].AppendProducer(ctx, "t", 0, batch(p, 2, 3), Producer{ID: p, Seq: 2})
-				if !errors.Is(err, ErrStore) {
-					t.Fatalf("append on the failing node: %v, want ErrStore", err)
-				}
-				nodes[0].Close() // the node dies
-				logs[0].Close()
-				base, err := nodes[1].AppendProducer(ctx, "t", 0, batch(p, 2, 3), Producer{ID: p, Seq: 2})
-				if err != nil || base != 2 {
-					t.Fatalf("retry on the other node: %d, %v; want 2", base, err)
-				}
-				base, err = nodes[1].AppendProducer(ctx, "t", 0, batch(p, 5, 1), Producer{ID: p, Seq: 5})
-				if err != nil || base != 5 {
-					t.Fatalf("next batch: %d, %v; want 5", base, err)
-				}
-				faults[0].Wait() // late writes land (or lose) before the check
-				if err := logs[1].Sync(ctx); err != nil {
-					t.Fatal(err)
-				}
-				fresh, err := manifest.Open(ctx, bucket, manifest.Options{})
-				if err != nil {
-					t.Fatal(err)
-				}
-				checkPartition(t, bucket, fresh, "t", 0, map[int64]string{0: "p0-s0", 1: "p0-s1", 2: "p0-s2", 3: "p0-s3", 4: "p0-s4", 5: "p0-s5"})
-				fresh.Close()
-			}
-		})
+			})
+		}
 	}
+}
+
+func retryAcrossNodeLoss(t *testing.T, bucket tier.Store, seed uint64, scale time.Duration, faults []tiertest.Fault) {
+	ctx := context.Background()
+	nodes, logs, fs := twoNodes(t, bucket, seed, Options{RollAge: 10 * time.Millisecond, StoreTimeout: scale * 150 * time.Millisecond})
+	if _, err := logs[1].CreateTopic(ctx, "t", 1, manifest.Retention{}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := logs[0].ProducerID(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nodes[0].AppendProducer(ctx, "t", 0, batch(p, 0, 2), Producer{ID: p}); err != nil {
+		t.Fatal(err)
+	}
+	fs[0].Set(faults...)
+	_, err = nodes[0].AppendProducer(ctx, "t", 0, batch(p, 2, 3), Producer{ID: p, Seq: 2})
+	if !errors.Is(err, ErrStore) {
+		t.Fatalf("append on the failing node: %v, want ErrStore", err)
+	}
+	nodes[0].Close() // the node dies
+	logs[0].Close()
+	base, err := nodes[1].AppendProducer(ctx, "t", 0, batch(p, 2, 3), Producer{ID: p, Seq: 2})
+	if err != nil || base != 2 {
+		t.Fatalf("retry on the other node: %d, %v; want 2", base, err)
+	}
+	base, err = nodes[1].AppendProducer(ctx, "t", 0, batch(p, 5, 1), Producer{ID: p, Seq: 5})
+	if err != nil || base != 5 {
+		t.Fatalf("next batch: %d, %v; want 5", base, err)
+	}
+	fs[0].Wait() // late writes land (or lose) before the check
+	fresh, err := manifest.Open(ctx, bucket, manifest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	checkPartition(t, bucket, fresh, "t", 0, map[int64]string{0: "p0-s0", 1: "p0-s1", 2: "p0-s2", 3: "p0-s3", 4: "p0-s4", 5: "p0-s5"})
 }
 
 // TestIdempotentProducersUnderFaults: producers send batches in sequence
@@ -265,15 +292,20 @@ func TestRetryAcrossNodeLoss(t *testing.T) {
 // Every batch is committed exactly once, at the offsets acknowledged, and
 // each producer's batches are contiguous in its partition order.
 func TestIdempotentProducersUnderFaults(t *testing.T) {
+	for _, bk := range buckets {
+		t.Run(bk.name, func(t *testing.T) { producersUnderFaults(t, bk.open(t), bk.scale) })
+	}
+}
+
+func producersUnderFaults(t *testing.T, bucket tier.Store, scale time.Duration) {
 	ctx := context.Background()
-	bucket := tiertest.NewMemStore()
 	const nodeCount, producers, batches, partitions = 3, 6, 25, 2
 	var nodes []*Writer
 	var logs []*manifest.Log
 	var faults []*tiertest.FaultStore
 	for i := range nodeCount {
 		f := tiertest.NewFaultStore(bucket, uint64(i)+42)
-		n, l := newNode(t, f, Options{Node: fmt.Sprint("n", i), RollAge: 5 * time.Millisecond, StoreTimeout: 300 * time.Millisecond})
+		n, l := newNode(t, f, Options{Node: fmt.Sprint("n", i), RollAge: 5 * time.Millisecond, StoreTimeout: scale * 300 * time.Millisecond})
 		nodes, logs, faults = append(nodes, n), append(logs, l), append(faults, f)
 	}
 	if _, err := logs[0].CreateTopic(ctx, "t", partitions, manifest.Retention{}); err != nil {
@@ -282,7 +314,7 @@ func TestIdempotentProducersUnderFaults(t *testing.T) {
 	for _, f := range faults {
 		f.Set(
 			tiertest.Fault{Kind: tiertest.Ambiguous, Ops: tiertest.OpPutIfAbsent, Prefix: "manifest/log/", Rate: 0.3},
-			tiertest.Fault{Kind: tiertest.Late, Ops: tiertest.OpPutIfAbsent, Prefix: "manifest/log/", Rate: 0.1, Delay: 200 * time.Millisecond},
+			tiertest.Fault{Kind: tiertest.Late, Ops: tiertest.OpPutIfAbsent, Prefix: "manifest/log/", Rate: 0.1, Delay: scale * 200 * time.Millisecond},
 			tiertest.Fault{Kind: tiertest.Fail, Rate: 0.1},
 			tiertest.Fault{Kind: tiertest.Delay, Rate: 0.3, Delay: 20 * time.Millisecond},
 		)

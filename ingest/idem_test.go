@@ -249,6 +249,21 @@ func TestRetryAcrossNodeLoss(t *testing.T) {
 	}
 }
 
+// produce sends a batch as a producer does: again after a store failure
+// (its outcome unknown), until it is acknowledged.
+func produce(t *testing.T, n *Writer, topic string, p int32, recs []record.Record, pr Producer) int64 {
+	t.Helper()
+	for attempt := 0; ; attempt++ {
+		base, err := n.AppendProducer(context.Background(), topic, p, recs, pr)
+		if err == nil {
+			return base
+		}
+		if attempt == 20 || !(errors.Is(err, ErrStore) || errors.Is(err, ErrRetry) || errors.Is(err, ErrBackpressure)) {
+			t.Fatalf("produce %s/%d sequence %d: %v", topic, p, pr.Seq, err)
+		}
+	}
+}
+
 func retryAcrossNodeLoss(t *testing.T, bucket tier.Store, seed uint64, scale time.Duration, faults []tiertest.Fault) {
 	ctx := context.Background()
 	nodes, logs, fs := twoNodes(t, bucket, seed, Options{RollAge: 10 * time.Millisecond, StoreTimeout: scale * 150 * time.Millisecond})
@@ -259,9 +274,7 @@ func retryAcrossNodeLoss(t *testing.T, bucket tier.Store, seed uint64, scale tim
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := nodes[0].AppendProducer(ctx, "t", 0, batch(p, 0, 2), Producer{ID: p}); err != nil {
-		t.Fatal(err)
-	}
+	produce(t, nodes[0], "t", 0, batch(p, 0, 2), Producer{ID: p})
 	fs[0].Set(faults...)
 	_, err = nodes[0].AppendProducer(ctx, "t", 0, batch(p, 2, 3), Producer{ID: p, Seq: 2})
 	if !errors.Is(err, ErrStore) {
@@ -269,13 +282,11 @@ func retryAcrossNodeLoss(t *testing.T, bucket tier.Store, seed uint64, scale tim
 	}
 	nodes[0].Close() // the node dies
 	logs[0].Close()
-	base, err := nodes[1].AppendProducer(ctx, "t", 0, batch(p, 2, 3), Producer{ID: p, Seq: 2})
-	if err != nil || base != 2 {
-		t.Fatalf("retry on the other node: %d, %v; want 2", base, err)
+	if base := produce(t, nodes[1], "t", 0, batch(p, 2, 3), Producer{ID: p, Seq: 2}); base != 2 {
+		t.Fatalf("retry on the other node: %d, want 2", base)
 	}
-	base, err = nodes[1].AppendProducer(ctx, "t", 0, batch(p, 5, 1), Producer{ID: p, Seq: 5})
-	if err != nil || base != 5 {
-		t.Fatalf("next batch: %d, %v; want 5", base, err)
+	if base := produce(t, nodes[1], "t", 0, batch(p, 5, 1), Producer{ID: p, Seq: 5}); base != 5 {
+		t.Fatalf("next batch: %d, want 5", base)
 	}
 	fs[0].Wait() // late writes land (or lose) before the check
 	fresh, err := manifest.Open(ctx, bucket, manifest.Options{})

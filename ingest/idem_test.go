@@ -95,7 +95,9 @@ func TestIdempotentAppend(t *testing.T) {
 	waitFrames(t, behind, 1)
 	fresh := appendAsync(behind, "t", 0, batch(q, 0, 1), Producer{ID: q, Seq: 0})
 	other := appendAsync(behind, "t", 1, batch(q, 0, 1), Producer{ID: q, Seq: 0})
-	waitFrames(t, behind, 3)
+	plain := make(chan error, 1)
+	go func() { _, err := behind.Append(ctx, "t", 0, batch(99, 0, 1)); plain <- err }()
+	waitFrames(t, behind, 4)
 	if r := <-dup; r.err != nil || r.base != 3 {
 		t.Fatalf("duplicate in a roll: %+v", r)
 	}
@@ -104,6 +106,9 @@ func TestIdempotentAppend(t *testing.T) {
 	}
 	if r := <-other; r.err != nil || r.base != 0 {
 		t.Fatalf("other partition: %+v", r)
+	}
+	if err := <-plain; !errors.Is(err, ErrRetry) {
+		t.Fatalf("plain append beside a duplicate: %v, want ErrRetry", err)
 	}
 	if base, err := n.AppendProducer(ctx, "t", 0, batch(q, 0, 1), Producer{ID: q, Seq: 0}); err != nil || base != 5 {
 		t.Fatalf("retried batch: %d, %v", base, err)

@@ -186,7 +186,10 @@ type result struct {
 // (ErrUnknownTopic, ErrTooLarge, ErrBackpressure, record.ErrInvalid with
 // the index of the first bad record: nothing was written) or
 // their fate is unknown (a store failure during the roll: they may or may
-// not be committed, as with any Kafka produce that times out).
+// not be committed, as with any Kafka produce that times out). ErrRetry
+// (rare) means the records shared their roll's part of the partition with
+// an idempotent producer's duplicate or invalid batch, and were not
+// committed: nothing was written, sending them again is safe.
 func (n *Writer) Append(ctx context.Context, topic string, partition int32, recs []record.Record) (int64, error) {
 	a, err := n.Enqueue(ctx, topic, partition, recs, nil)
 	if err != nil {

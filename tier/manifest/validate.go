@@ -78,8 +78,8 @@ func checkState(s *State, seq int64) error {
 	if s.Topics == nil {
 		s.Topics = map[string]*TopicState{}
 	}
-	if s.NextProducerID < 0 || s.ProducerLimits.ExpiryMs < 0 || s.ProducerLimits.Max < 0 {
-		return fmt.Errorf("next producer id %d, producer limits %+v: want 0 or more", s.NextProducerID, s.ProducerLimits)
+	if s.ClockMs < 0 || s.NextProducerID < 0 || s.ProducerLimits.ExpiryMs < 0 || s.ProducerLimits.Max < 0 {
+		return fmt.Errorf("clock %d, next producer id %d, producer limits %+v: want 0 or more", s.ClockMs, s.NextProducerID, s.ProducerLimits)
 	}
 	for name, t := range s.Topics {
 		if t == nil || t.Name != name {

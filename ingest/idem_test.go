@@ -465,3 +465,54 @@ func TestEnqueuePipelines(t *testing.T) {
 	}
 	checkPartition(t, n.store, l, "t", 0, want)
 }
+
+// TestRetryAfterNodeFreezesAfterCommit: the node stops right after its
+// commit landed (before any producer hears of it); the producer gives up
+// and retries on another node, which answers with the original offsets.
+func TestRetryAfterNodeFreezesAfterCommit(t *testing.T) {
+	ctx := context.Background()
+	bucket := tiertest.NewMemStore()
+	var armed sync.Once
+	arm := make(chan struct{})
+	frozen, release := make(chan struct{}), make(chan struct{})
+	a, la := newNode(t, bucket, Options{Node: "a", RollAge: 5 * time.Millisecond, Hook: func(stage string) {
+		select {
+		case <-arm:
+		default:
+			return
+		}
+		if stage == "after-commit" {
+			armed.Do(func() { close(frozen) })
+			<-release
+		}
+	}})
+	t.Cleanup(func() { close(release) }) // runs before the node's Close
+	b, _ := newNode(t, bucket, Options{Node: "b", RollAge: 5 * time.Millisecond})
+	if _, err := la.CreateTopic(ctx, "t", 1, manifest.Retention{}); err != nil {
+		t.Fatal(err)
+	}
+	p, _ := la.ProducerID(ctx)
+	produce(t, a, "t", 0, batch(p, 0, 4), Producer{ID: p})
+	close(arm)
+	actx, cancel := context.WithCancel(ctx)
+	go func() { <-frozen; cancel() }() // the producer times out
+	if _, err := a.AppendProducer(actx, "t", 0, batch(p, 4, 2), Producer{ID: p, Seq: 4}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("append on the frozen node: %v", err)
+	}
+	if base := produce(t, b, "t", 0, batch(p, 4, 2), Producer{ID: p, Seq: 4}); base != 4 {
+		t.Fatalf("retry on the other node: %d, want 4", base)
+	}
+	if base := produce(t, b, "t", 0, batch(p, 6, 1), Producer{ID: p, Seq: 6}); base != 6 {
+		t.Fatalf("next batch: %d, want 6", base)
+	}
+	fresh, err := manifest.Open(ctx, bucket, manifest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	want := map[int64]string{}
+	for i := range 7 {
+		want[int64(i)] = fmt.Sprintf("p%d-s%d", p, i)
+	}
+	checkPartition(t, bucket, fresh, "t", 0, want)
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"math"
 	"slices"
 
 	"github.com/shalelog/shale/record"
@@ -17,18 +18,21 @@ import (
 //	length  uint32 LE   bytes of payload
 //	crc     uint32 LE   CRC32C (Castagnoli) of payload
 //	payload:
-//	  version    uint8 = 1
+//	  version    uint8 = 2
+//	  flags      uint8: bit 0 set for an idempotent producer's batch
+//	  producer   if bit 0: id varint, epoch varint, first sequence varint
 //	  topic      uvarint length, bytes
 //	  topic id   uvarint length, bytes
 //	  partition  varint
 //	  count      uvarint
 //	  records    the binary record encoding (docs/format/records.md)
-const segmentMagic = "SHALEHS1"
+const segmentMagic = "SHALEHS2"
 
 const (
 	frameHeaderLen = 8
-	frameVersion   = 1
+	frameVersion   = 2
 	maxFrameLen    = 1 << 30
+	flagProducer   = 1
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -38,13 +42,14 @@ type Frame struct {
 	Topic     string
 	TopicID   string
 	Partition int32
+	Producer  *Producer // nil unless an idempotent producer's batch
 	Records   []record.Record
 }
 
 // appendFrame appends the frame for records to b. Records with a zero
-// timestamp get now.
-func appendFrame(b []byte, topic, topicID string, partition int32, recs []record.Record, now int64) []byte {
-	size := frameHeaderLen + 32 + len(topic) + len(topicID)
+// timestamp get now. prod is the idempotent producer's batch, or nil.
+func appendFrame(b []byte, topic, topicID string, partition int32, recs []record.Record, now int64, prod *Producer) []byte {
+	size := frameHeaderLen + 64 + len(topic) + len(topicID)
 	for i := range recs {
 		size += recs[i].Size()
 	}
@@ -52,6 +57,14 @@ func appendFrame(b []byte, topic, topicID string, partition int32, recs []record
 	start := len(b)
 	b = append(b, make([]byte, frameHeaderLen)...)
 	b = append(b, frameVersion)
+	if prod != nil {
+		b = append(b, flagProducer)
+		b = binary.AppendVarint(b, prod.ID)
+		b = binary.AppendVarint(b, int64(prod.Epoch))
+		b = binary.AppendVarint(b, int64(prod.Seq))
+	} else {
+		b = append(b, 0)
+	}
 	b = binary.AppendUvarint(b, uint64(len(topic)))
 	b = append(b, topic...)
 	b = binary.AppendUvarint(b, uint64(len(topicID)))
@@ -93,10 +106,31 @@ func decodeFrame(b []byte) (Frame, int, error) {
 
 func decodePayload(p []byte) (Frame, error) {
 	var f Frame
-	if len(p) < 1 || p[0] != frameVersion {
+	if len(p) < 2 || p[0] != frameVersion {
 		return f, errors.New("unknown frame version")
 	}
-	off := 1
+	off := 2
+	varint := func(lo, hi int64) (int64, bool) {
+		v, k := binary.Varint(p[off:])
+		if k <= 0 || v < lo || v > hi {
+			return 0, false
+		}
+		off += k
+		return v, true
+	}
+	switch p[1] {
+	case 0:
+	case flagProducer:
+		id, ok1 := varint(0, math.MaxInt64)
+		epoch, ok2 := varint(0, math.MaxInt16)
+		seq, ok3 := varint(0, math.MaxInt32)
+		if !ok1 || !ok2 || !ok3 {
+			return f, errors.New("bad producer")
+		}
+		f.Producer = &Producer{ID: id, Epoch: int16(epoch), Seq: int32(seq)}
+	default:
+		return f, fmt.Errorf("unknown frame flags %#x", p[1])
+	}
 	str := func() (string, error) {
 		l, k := binary.Uvarint(p[off:])
 		if k <= 0 || l > uint64(len(p)-off-k) {

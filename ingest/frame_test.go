@@ -14,8 +14,9 @@ func sampleSegment() []byte {
 	b = appendFrame(b, "t", "id1", 3, []record.Record{
 		{Timestamp: 5, Key: []byte("k"), Value: []byte{0, 1, 2}, Headers: []record.Header{{Key: "h", Value: []byte("v")}}},
 		{Timestamp: 6, Key: nil, Value: []byte{}},
-	}, 0)
-	return appendFrame(b, "u", "id2", 0, []record.Record{{Timestamp: 1, Value: []byte("x")}}, 0)
+	}, 0, nil)
+	b = appendFrame(b, "u", "id2", 0, []record.Record{{Timestamp: 1, Value: []byte("x")}}, 0, nil)
+	return appendFrame(b, "u", "id2", 1, []record.Record{{Timestamp: 1, Value: []byte("y")}, {Timestamp: 2}}, 0, &Producer{ID: 1 << 40, Epoch: 3, Seq: 1<<31 - 1})
 }
 
 func TestSegmentRoundTrip(t *testing.T) {
@@ -23,7 +24,7 @@ func TestSegmentRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(frames) != 2 || frames[0].Topic != "t" || frames[0].TopicID != "id1" || frames[0].Partition != 3 || len(frames[0].Records) != 2 {
+	if len(frames) != 3 || frames[0].Producer != nil || !reflect.DeepEqual(frames[2].Producer, &Producer{ID: 1 << 40, Epoch: 3, Seq: 1<<31 - 1}) || frames[0].Topic != "t" || frames[0].TopicID != "id1" || frames[0].Partition != 3 || len(frames[0].Records) != 2 {
 		t.Fatalf("frames = %+v", frames)
 	}
 	r := frames[0].Records
@@ -40,9 +41,10 @@ func TestSegmentCorruption(t *testing.T) {
 	first := len(appendFrame([]byte(segmentMagic), "t", "id1", 3, []record.Record{
 		{Timestamp: 5, Key: []byte("k"), Value: []byte{0, 1, 2}, Headers: []record.Header{{Key: "h", Value: []byte("v")}}},
 		{Timestamp: 6, Key: nil, Value: []byte{}},
-	}, 0))
+	}, 0, nil))
+	second := first + len(appendFrame(nil, "u", "id2", 0, []record.Record{{Timestamp: 1, Value: []byte("x")}}, 0, nil))
 	for cut := len(segmentMagic) + 1; cut < len(good); cut++ {
-		if cut == first {
+		if cut == first || cut == second {
 			continue // a cut at a frame boundary is a shorter, valid segment
 		}
 		frames, err := DecodeSegment("seg", good[:cut])
@@ -50,7 +52,7 @@ func TestSegmentCorruption(t *testing.T) {
 		if !errors.As(err, &ce) || ce.Key != "seg" {
 			t.Fatalf("truncated at %d: err %v", cut, err)
 		}
-		if cut > first && (len(frames) != 1 || ce.Offset != int64(first)) {
+		if cut > first && cut < second && (len(frames) != 1 || ce.Offset != int64(first)) {
 			t.Fatalf("truncated at %d: %d frames, offset %d", cut, len(frames), ce.Offset)
 		}
 	}
@@ -78,7 +80,7 @@ func FuzzDecodeSegment(f *testing.F) {
 		// What decodes re-encodes to the same bytes.
 		b := []byte(segmentMagic)
 		for _, fr := range frames {
-			b = appendFrame(b, fr.Topic, fr.TopicID, fr.Partition, fr.Records, 0)
+			b = appendFrame(b, fr.Topic, fr.TopicID, fr.Partition, fr.Records, 0, fr.Producer)
 		}
 		if string(b) != string(data) {
 			t.Fatalf("re-encoding differs")

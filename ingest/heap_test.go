@@ -23,7 +23,7 @@ func writeFrames(t *testing.T, n *Writer, topic string, parts int) []chan result
 	recs := []record.Record{{Value: []byte("v")}}
 	done := make([]chan result, parts)
 	for p := range parts {
-		buf := appendFrame(nil, topic, tp.ID, int32(p), recs, 1)
+		buf := appendFrame(nil, topic, tp.ID, int32(p), recs, 1, nil)
 		done[p] = make(chan result, 1)
 		fr := frameRef{topic: topic, topicID: tp.ID, partition: int32(p), count: len(recs), done: done[p]}
 		if err := n.write(ctx, fr, buf); err != nil {

@@ -95,6 +95,8 @@ type frameRef struct {
 	len       int
 	part      int   // index of its part in segment.obj.Parts
 	delta     int64 // offset_delta of its first record within the part
+	idem      bool  // an idempotent producer's batch
+	pidx      int   // if idem: index of its batch in the part's Producers
 	err       error // set by the roll when this frame alone is refused
 	done      chan result
 }
@@ -128,6 +130,7 @@ func (n *Writer) upload(s *segment) {
 	index := map[pk]int{}
 	var parts []object.Part
 	var ids []string
+	var prods [][]manifest.ProducerBatch // per part
 	for i := range s.frames {
 		fr := &s.frames[i]
 		f, err := n.rollFrame(s, data, fr)
@@ -143,9 +146,15 @@ func (n *Writer) upload(s *segment) {
 			index[k] = j
 			parts = append(parts, object.Part{Topic: f.Topic, Partition: f.Partition})
 			ids = append(ids, f.TopicID)
+			prods = append(prods, nil)
 		}
 		fr.part = j
 		fr.delta = int64(len(parts[j].Records))
+		if p := f.Producer; p != nil {
+			fr.pidx = len(prods[j])
+			prods[j] = append(prods[j], manifest.ProducerBatch{ID: p.ID, Epoch: p.Epoch, FirstSeq: p.Seq,
+				LastSeq: manifest.LastSeq(p.Seq, len(f.Records)), Delta: fr.delta})
+		}
 		parts[j].Records = append(parts[j].Records, f.Records...)
 	}
 	if len(parts) == 0 {
@@ -168,7 +177,8 @@ func (n *Writer) upload(s *segment) {
 	for i, p := range idx {
 		s.obj.Parts[i] = manifest.PendingPart{
 			Topic: p.Topic, TopicID: ids[i], Partition: p.Partition,
-			Span: manifest.Span{Count: p.Count, MinTs: p.MinTimestamp, MaxTs: p.MaxTimestamp, Bytes: p.Bytes, Batches: p.Batches},
+			Span:      manifest.Span{Count: p.Count, MinTs: p.MinTimestamp, MaxTs: p.MaxTimestamp, Bytes: p.Bytes, Batches: p.Batches},
+			Producers: prods[i],
 		}
 	}
 }
@@ -188,7 +198,7 @@ func (n *Writer) rollFrame(s *segment, data []byte, fr *frameRef) (Frame, error)
 	if err != nil {
 		return Frame{}, corrupt(err)
 	}
-	if size != fr.len || f.Topic != fr.topic || f.TopicID != fr.topicID || f.Partition != fr.partition || len(f.Records) != fr.count {
+	if size != fr.len || f.Topic != fr.topic || f.TopicID != fr.topicID || f.Partition != fr.partition || len(f.Records) != fr.count || (f.Producer != nil) != fr.idem {
 		return Frame{}, corrupt(fmt.Errorf("frame holds %d records of %s/%d, %d of %s/%d were appended",
 			len(f.Records), f.Topic, f.Partition, fr.count, fr.topic, fr.partition))
 	}
@@ -375,7 +385,14 @@ func (s *segment) ack(r manifest.AppendResult) (release func()) {
 			continue
 		}
 		if err := r.Err[f.part]; err != nil {
+			// A part left out for its producer batches answers each
+			// idempotent frame with its own outcome (a duplicate with its
+			// original offset); its other frames get ErrRetry.
 			out[i] = result{err: err}
+			if f.idem && r.Producers[f.part] != nil {
+				pr := r.Producers[f.part][f.pidx]
+				out[i] = result{base: pr.Base, err: pr.Err}
+			}
 			continue
 		}
 		out[i] = result{base: r.Base[f.part] + f.delta}

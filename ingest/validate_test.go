@@ -80,7 +80,7 @@ func TestRollFailsOnlyTheBadFrame(t *testing.T) {
 	inject := func(topic string, recs []record.Record, damage func([]byte)) chan result {
 		t.Helper()
 		id := topicID(topic)
-		buf := appendFrame(nil, topic, id, 0, recs, time.Now().UnixMilli())
+		buf := appendFrame(nil, topic, id, 0, recs, time.Now().UnixMilli(), nil)
 		if damage != nil {
 			damage(buf)
 		}

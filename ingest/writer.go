@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"slices"
 	"sync"
@@ -32,7 +33,32 @@ var (
 	ErrStore = errors.New("object store unavailable")
 	// ErrClosed is returned by appends to a closed node.
 	ErrClosed = errors.New("ingest node closed")
+
+	// Outcomes of an idempotent producer's batch (AppendProducer), judged
+	// by the commit against the state every node shares:
+	// ErrOutOfOrderSequence (a gap, or a new epoch not starting at 0),
+	// ErrProducerFenced (an older epoch), ErrUnknownProducer (no state for
+	// the producer in the partition, expired or never there, and a
+	// sequence other than 0; or an id never allocated), and ErrRetry (not
+	// committed because another batch of its roll and partition was a
+	// duplicate or invalid; nothing was written, send it again).
+	ErrOutOfOrderSequence = manifest.ErrOutOfOrderSequence
+	ErrProducerFenced     = manifest.ErrProducerFenced
+	ErrUnknownProducer    = manifest.ErrUnknownProducer
+	ErrRetry              = manifest.ErrRetry
+	// ErrInvalidProducer is a Producer with a negative field.
+	ErrInvalidProducer = errors.New("invalid producer")
 )
+
+// Producer identifies an idempotent producer's batch: the producer id
+// (from manifest.Log.ProducerID), its epoch, and the sequence of the
+// batch's first record; the record count gives the last (sequences wrap
+// from MaxInt32 to 0).
+type Producer struct {
+	ID    int64
+	Epoch int16
+	Seq   int32
+}
 
 // Options configure a Writer. Zero values take the defaults noted.
 type Options struct {
@@ -160,39 +186,105 @@ type result struct {
 // (ErrUnknownTopic, ErrTooLarge, ErrBackpressure, record.ErrInvalid with
 // the index of the first bad record: nothing was written) or
 // their fate is unknown (a store failure during the roll: they may or may
-// not be committed, as with any Kafka produce that times out).
+// not be committed, as with any Kafka produce that times out). ErrRetry
+// (rare) means the records shared their roll's part of the partition with
+// an idempotent producer's duplicate or invalid batch, and were not
+// committed: nothing was written, sending them again is safe.
 func (n *Writer) Append(ctx context.Context, topic string, partition int32, recs []record.Record) (int64, error) {
-	if len(recs) == 0 {
-		return 0, errors.New("append: no records")
-	}
-	t, err := n.log.Topic(ctx, topic)
+	a, err := n.Enqueue(ctx, topic, partition, recs, nil)
 	if err != nil {
 		return 0, err
 	}
+	return a.Wait(ctx)
+}
+
+// AppendProducer is Append for an idempotent producer's batch, committed
+// at most once per (producer, partition, epoch, sequence) across every
+// node of the bucket: a batch that is one of the producer's last five
+// committed batches in the partition is not committed again and returns
+// the base offset it got then (whichever node committed it, also after
+// that node died before answering). Besides Append's errors it returns
+// ErrOutOfOrderSequence, ErrProducerFenced, ErrUnknownProducer, ErrRetry
+// and ErrInvalidProducer (see their doc). ErrStore leaves the outcome
+// unknown, as for Append: the producer retries the same batch, on any
+// node, and gets its offsets either way.
+func (n *Writer) AppendProducer(ctx context.Context, topic string, partition int32, recs []record.Record, p Producer) (int64, error) {
+	a, err := n.Enqueue(ctx, topic, partition, recs, &p)
+	if err != nil {
+		return 0, err
+	}
+	return a.Wait(ctx)
+}
+
+// Ack is an append that entered this node's hot segment and waits for its
+// commit.
+type Ack struct {
+	topic     string
+	partition int32
+	done      chan result
+}
+
+// Wait returns the append's base offset once it is committed, or why it
+// was not (the errors of Append and AppendProducer). A Wait that ends with
+// ctx leaves the append to be committed or not; Wait may be called again.
+func (a *Ack) Wait(ctx context.Context) (int64, error) {
+	select {
+	case r := <-a.done:
+		a.done <- r // for a later Wait
+		return r.base, r.err
+	case <-ctx.Done():
+		return 0, fmt.Errorf("append to %s/%d: waiting for commit: %w", a.topic, a.partition, ctx.Err())
+	}
+}
+
+// Enqueue writes an append into this node's hot segment and returns
+// without waiting for its commit; prod is an idempotent producer's batch,
+// or nil. Appends enter the segment, and are committed, in the order
+// Enqueue returns for them, so a front end that pipelines one producer's
+// requests (Kafka allows five in flight per connection) calls Enqueue for
+// them in request order and waits for the Acks concurrently. The errors
+// are those that refuse an append before anything is written.
+func (n *Writer) Enqueue(ctx context.Context, topic string, partition int32, recs []record.Record, prod *Producer) (*Ack, error) {
+	if len(recs) == 0 {
+		return nil, errors.New("append: no records")
+	}
+	if p := prod; p != nil && (p.ID < 0 || p.Epoch < 0 || p.Seq < 0 || len(recs) > math.MaxInt32) {
+		return nil, fmt.Errorf("append to %s/%d: %w: id %d, epoch %d, sequence %d, %d records: want 0 or more and at most 2^31-1 records",
+			topic, partition, ErrInvalidProducer, p.ID, p.Epoch, p.Seq, len(recs))
+	}
+	t, err := n.log.Topic(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
 	if partition < 0 || partition >= t.Partitions {
-		return 0, fmt.Errorf("%w %d of topic %q (it has %d)", manifest.ErrUnknownPartition, partition, topic, t.Partitions)
+		return nil, fmt.Errorf("%w %d of topic %q (it has %d)", manifest.ErrUnknownPartition, partition, topic, t.Partitions)
 	}
 	// Check every record against the limits the roll and the readers
 	// enforce before anything is written: a record that entered a segment
 	// must always be rollable, or its roll would fail for every producer
 	// in it.
 	if err := record.Validate(topic, recs); err != nil {
-		return 0, fmt.Errorf("append to %s/%d: %w", topic, partition, err)
+		return nil, fmt.Errorf("append to %s/%d: %w", topic, partition, err)
 	}
-	buf := appendFrame(nil, topic, t.ID, partition, recs, time.Now().UnixMilli())
+	if prod != nil {
+		// A retry of a batch this node knows to be committed is answered
+		// at once; one it does not know of yet is judged by the commit.
+		b := manifest.ProducerBatch{ID: prod.ID, Epoch: prod.Epoch, FirstSeq: prod.Seq, LastSeq: manifest.LastSeq(prod.Seq, len(recs))}
+		if base, ok := n.log.Committed(topic, t.ID, partition, b); ok {
+			done := make(chan result, 1)
+			done <- result{base: base}
+			return &Ack{topic: topic, partition: partition, done: done}, nil
+		}
+	}
+	buf := appendFrame(nil, topic, t.ID, partition, recs, time.Now().UnixMilli(), prod)
 	if limit := min(n.opts.MaxBatchBytes, frameHeaderLen+maxFrameLen); len(buf) > limit {
-		return 0, fmt.Errorf("%w: %d bytes encoded, the limit is %d", ErrTooLarge, len(buf), limit)
+		return nil, fmt.Errorf("%w: %d bytes encoded, the limit is %d", ErrTooLarge, len(buf), limit)
 	}
 	done := make(chan result, 1)
-	if err := n.write(ctx, frameRef{topic: topic, topicID: t.ID, partition: partition, count: len(recs), done: done}, buf); err != nil {
-		return 0, err
+	if err := n.write(ctx, frameRef{topic: topic, topicID: t.ID, partition: partition, count: len(recs), idem: prod != nil, done: done}, buf); err != nil {
+		return nil, err
 	}
-	select {
-	case r := <-done:
-		return r.base, r.err
-	case <-ctx.Done():
-		return 0, fmt.Errorf("append to %s/%d: waiting for commit: %w", topic, partition, ctx.Err())
-	}
+	return &Ack{topic: topic, partition: partition, done: done}, nil
 }
 
 // write puts one frame into the current segment, rolling a full one and

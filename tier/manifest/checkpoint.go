@@ -181,7 +181,7 @@ func (l *Log) writeCheckpoint(ctx context.Context, snap *State, pages []sealed) 
 	g.SetLimit(16)
 	for _, pg := range pages {
 		g.Go(func() error {
-			data, err := json.Marshal(page{Version: FormatVersion, Entries: pg.entries})
+			data, err := json.Marshal(page{Version: pageVersion, Entries: pg.entries})
 			if err != nil {
 				return err
 			}
@@ -201,7 +201,7 @@ func (l *Log) writeCheckpoint(ctx context.Context, snap *State, pages []sealed) 
 	if err := g.Wait(); err != nil {
 		return err
 	}
-	data, err := json.Marshal(checkpoint{Version: FormatVersion, State: snap})
+	data, err := json.Marshal(checkpoint{Version: checkpointVersion(snap), State: snap})
 	if err != nil {
 		return err
 	}
@@ -213,7 +213,7 @@ func (l *Log) writeCheckpoint(ctx context.Context, snap *State, pages []sealed) 
 	if err != nil {
 		return fmt.Errorf("write checkpoint %s: %w", checkpointKey(seq), err)
 	}
-	ptr, _ := json.Marshal(latestPointer{Version: FormatVersion, Seq: seq})
+	ptr, _ := json.Marshal(latestPointer{Version: pointerVersion, Seq: seq})
 	err = retry(ctx, func() error {
 		for {
 			old, attrs, err := l.get(ctx, latestKey)
@@ -240,4 +240,13 @@ func (l *Log) writeCheckpoint(ctx context.Context, snap *State, pages []sealed) 
 		return fmt.Errorf("advance %s: %w", latestKey, err)
 	}
 	return nil
+}
+
+// checkpointVersion is the version a checkpoint of s is written with: 2
+// if it holds producer state, else 1.
+func checkpointVersion(s *State) int {
+	if s.hasProducers() {
+		return 2
+	}
+	return 1
 }

@@ -20,10 +20,15 @@ func fuzzState() *State {
 		}
 		return p
 	}
-	return &State{Seq: 2, Topics: map[string]*TopicState{
+	st := &State{Seq: 2, Topics: map[string]*TopicState{
 		"t": {Topic: Topic{Name: "t", ID: "tid", Partitions: 2}, Parts: []*Partition{part(1), part(5)}},
 		"u": {Topic: Topic{Name: "u", ID: "uid", Partitions: 1, Retention: Retention{Ms: -1, Bytes: -1}}, Parts: []*Partition{part(0)}},
-	}}
+	}, ClockMs: 1000, NextProducerID: 10, ProducerLimits: ProducerLimits{Max: 3}}
+	// Producer 3 wrote offsets 0-2 of t/0 in two batches; producer 4 the
+	// last record of t/1, long ago.
+	st.Topics["t"].Parts[0].Producers = map[int64]*ProducerState{3: {Epoch: 1, LastMs: 900, Commit: 1, Batches: []SeqBatch{{0, 1, 0}, {2, 2, 2}}}}
+	st.Topics["t"].Parts[1].Producers = map[int64]*ProducerState{4: {Epoch: 0, LastMs: 1, Commit: 2, Batches: []SeqBatch{{7, 7, 14}}}}
+	return st
 }
 
 func seedCommits() [][]byte {
@@ -39,14 +44,23 @@ func seedCommits() [][]byte {
 		{Ops: []Op{{CreateTopic: &Topic{Name: "w", ID: "wid", Partitions: -1}}}},
 		{Ops: []Op{{Append: &AppendOp{Object: "d", Size: 64, Parts: []AppendPart{{Topic: "t", TopicID: "tid", Partition: 7, Base: -1, Span: span}}}}}},
 		{},
+		// Producer batches: in sequence (valid), a duplicate, a new
+		// producer, a reservation and new limits.
+		{TimeMs: 2000, Ops: []Op{{Append: &AppendOp{Object: "p", Size: 64, Parts: []AppendPart{
+			{Topic: "t", TopicID: "tid", Partition: 0, Base: 3, Span: span, Producers: []ProducerBatch{{ID: 3, Epoch: 1, FirstSeq: 3, LastSeq: 3}, {ID: 5, FirstSeq: 0, LastSeq: 0, Delta: 1}}},
+			{Topic: "t", TopicID: "tid", Partition: 1, Base: 15, Span: span, Producers: []ProducerBatch{{ID: 4, Epoch: 2, FirstSeq: 0, LastSeq: 1}}},
+		}}}, {ProducerIDs: &ProducerIDsOp{Node: "n", First: 10, Count: 5}}, {ProducerLimits: &ProducerLimits{ExpiryMs: 500, Max: 1}}}},
+		{Ops: []Op{{Append: &AppendOp{Object: "p", Size: 64, Parts: []AppendPart{
+			{Topic: "t", TopicID: "tid", Partition: 0, Base: 3, Span: span, Producers: []ProducerBatch{{ID: 3, Epoch: 1, FirstSeq: 2, LastSeq: 2}}}}}}}},
+		{Ops: []Op{{ProducerIDs: &ProducerIDsOp{First: 9, Count: 5}}}},
 	}
 	var out [][]byte
 	for _, c := range commits {
-		c.Version, c.Seq, c.ID = 1, 3, "id"
+		c.Version, c.Seq, c.ID = commitVersion(c.Ops), 3, "id"
 		b, _ := json.Marshal(c)
 		out = append(out, b)
 	}
-	return append(out, []byte(`{"v":1,"seq":3,"ops":[null,{}]}`), []byte(`{"v":2}`), []byte(`[]`))
+	return append(out, []byte(`{"v":1,"seq":3,"ops":[null,{}]}`), []byte(`{"v":3}`), []byte(`[]`))
 }
 
 // FuzzDecodeCommit: decoding and checking any bytes never panics, and a
@@ -78,10 +92,12 @@ func FuzzDecodeCommit(f *testing.F) {
 func FuzzCheckpoint(f *testing.F) {
 	st := fuzzState()
 	st.Seq = 5
-	b, _ := json.Marshal(checkpoint{Version: 1, State: st})
+	b, _ := json.Marshal(checkpoint{Version: 2, State: st})
 	f.Add(b)
 	snap, _ := snapshotSealed(st, 2)
-	b, _ = json.Marshal(checkpoint{Version: 1, State: snap})
+	b, _ = json.Marshal(checkpoint{Version: 2, State: snap})
+	f.Add(b)
+	b, _ = json.Marshal(checkpoint{Version: 1, State: snap}) // producers ignored
 	f.Add(b)
 	f.Add([]byte(`{"v":1,"state":{"seq":5,"topics":{}}}`))
 	f.Add([]byte(`{"v":1,"state":{"seq":5,"topics":{"t":{"name":"t","id":"x","partitions":1,"parts":[{"start":0,"end":0,"entries":[]}]}}}}`))
@@ -118,4 +134,34 @@ func FuzzCheckpoint(f *testing.F) {
 			t.Fatalf("appending to a valid checkpoint made an invalid state: %v", err)
 		}
 	})
+}
+
+// TestProducerSeedApplies: the fuzzer's producer seed is a valid record,
+// so the fuzzer starts from one that reaches apply, and its limits prune.
+func TestProducerSeedApplies(t *testing.T) {
+	seeds := seedCommits()
+	c, err := decodeCommit(LogKey(3), seeds[6])
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fuzzState()
+	if err := st.checkCommit(c); err != nil {
+		t.Fatal(err)
+	}
+	st.apply(c)
+	if err := checkState(st, 3); err != nil {
+		t.Fatal(err)
+	}
+	if n := st.producers().Len(); n != 1 || st.NextProducerID != 15 || st.ClockMs != 2000 {
+		t.Fatalf("%d producer entries, next id %d, clock %d; want 1 (the limit), 15, 2000", n, st.NextProducerID, st.ClockMs)
+	}
+	for _, i := range []int{7, 8} {
+		c, err := decodeCommit(LogKey(3), seeds[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fuzzState().checkCommit(c) == nil {
+			t.Fatalf("seed %d is valid, want invalid", i)
+		}
+	}
 }

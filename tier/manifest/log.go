@@ -43,7 +43,13 @@ type Options struct {
 	// StoreTimeout bounds each store call the log makes; default 30s. A
 	// call that hangs fails after it and is retried or reported.
 	StoreTimeout time.Duration
-	Logger       *slog.Logger
+	// ProducerIDBlock is how many producer ids one commit reserves for
+	// this node (ProducerID); default 1000.
+	ProducerIDBlock int64
+	// Now is the clock commit records are stamped with; default time.Now.
+	// Producer state expires by the commit times (docs/design.md).
+	Now    func() time.Time
+	Logger *slog.Logger
 }
 
 const defaultStoreTimeout = 30 * time.Second
@@ -62,6 +68,11 @@ type Log struct {
 		changed chan struct{} // closed when state advances
 	}
 	commitSem chan struct{} // one commit in flight per node
+	// ids is this node's reserved block of producer ids [next, end).
+	ids struct {
+		sync.Mutex
+		next, end int64
+	}
 	// syncs lets concurrent Sync calls share one catch-up: a caller that
 	// arrives while one runs waits for the next (queued), which starts
 	// when the running one ends and serves every caller queued for it.
@@ -116,6 +127,13 @@ func Open(ctx context.Context, store tier.Store, opts Options) (*Log, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if opts.ProducerIDBlock <= 0 {
+		opts.ProducerIDBlock = 1000
+	}
+	opts.ProducerIDBlock = min(opts.ProducerIDBlock, maxProducerIDBlock)
+	if opts.Now == nil {
+		opts.Now = time.Now
 	}
 	l := &Log{store: store, opts: opts, stop: make(chan struct{}), done: make(chan struct{}), pages: newPageCache(),
 		commitSem: make(chan struct{}, 1)}
@@ -355,7 +373,7 @@ func (l *Log) View(f func(*State)) {
 // write (or an error, which ends the commit). It returns the record as
 // written. A record that would not pass the check every node applies is
 // never written: nodes would skip it, and with it this node's work.
-func (l *Log) commit(ctx context.Context, build func(*State) ([]Op, error)) (*Commit, error) {
+func (l *Log) commit(ctx context.Context, build func(s *State, timeMs int64) ([]Op, error)) (*Commit, error) {
 	if err := acquire(ctx, l.commitSem); err != nil {
 		return nil, fmt.Errorf("commit: waiting for this node's previous commit: %w", err)
 	}
@@ -367,12 +385,13 @@ func (l *Log) commit(ctx context.Context, build func(*State) ([]Op, error)) (*Co
 			rec *Commit
 			err error
 		)
+		now := l.opts.Now().UnixMilli()
 		l.View(func(s *State) {
 			var ops []Op
-			if ops, err = build(s); err != nil || len(ops) == 0 {
+			if ops, err = build(s, now); err != nil || len(ops) == 0 {
 				return
 			}
-			rec = &Commit{Version: FormatVersion, Seq: s.Seq + 1, ID: id, Node: l.opts.Node, TimeMs: time.Now().UnixMilli(), Ops: ops}
+			rec = &Commit{Version: commitVersion(ops), Seq: s.Seq + 1, ID: id, Node: l.opts.Node, TimeMs: now, Ops: ops}
 			if cerr := s.checkCommit(rec); cerr != nil {
 				err = fmt.Errorf("commit: refusing to write an invalid record: %w", cerr)
 			}

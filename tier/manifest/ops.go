@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"sort"
-	"time"
 )
 
 // CreateTopic commits a new topic. It fails with ErrTopicExists only
@@ -17,9 +16,9 @@ func (l *Log) CreateTopic(ctx context.Context, name string, partitions int32, re
 	if err := ValidateTopic(name, partitions); err != nil {
 		return Topic{}, err
 	}
-	t := Topic{Name: name, ID: randomID(), Partitions: partitions, Retention: ret, CreatedMs: time.Now().UnixMilli()}
+	t := Topic{Name: name, ID: randomID(), Partitions: partitions, Retention: ret, CreatedMs: l.opts.Now().UnixMilli()}
 	for synced := false; ; synced = true {
-		_, err := l.commit(ctx, func(s *State) ([]Op, error) {
+		_, err := l.commit(ctx, func(s *State, _ int64) ([]Op, error) {
 			if _, ok := s.Topics[name]; ok {
 				return nil, fmt.Errorf("%w: %q", ErrTopicExists, name)
 			}
@@ -49,7 +48,7 @@ func (l *Log) DeleteTopic(ctx context.Context, name string) error {
 	if err := l.Sync(ctx); err != nil {
 		return err
 	}
-	_, err := l.commit(ctx, func(s *State) ([]Op, error) {
+	_, err := l.commit(ctx, func(s *State, _ int64) ([]Op, error) {
 		t, ok := s.Topics[name]
 		if !ok {
 			return nil, fmt.Errorf("%w %q", ErrUnknownTopic, name)
@@ -217,6 +216,9 @@ type PendingPart struct {
 	TopicID   string // the incarnation the records were accepted for; empty accepts any
 	Partition int32
 	Span
+	// Producers are the idempotent batches among the part's rows, in row
+	// order (Delta relative to the part).
+	Producers []ProducerBatch
 }
 
 // PendingObject is one uploaded object waiting to be committed.
@@ -227,23 +229,61 @@ type PendingObject struct {
 }
 
 // AppendResult gives each pending part's base offset, or the error that
-// kept it out of the commit (its topic was deleted meanwhile).
+// kept it out of the commit: its topic was deleted meanwhile, or (ErrRetry)
+// one of its producer batches was a duplicate or invalid.
 type AppendResult struct {
 	Base []int64 // per part, parallel to PendingObject.Parts
 	Err  []error
+	// Producers gives the outcome of each producer batch of a part,
+	// parallel to PendingPart.Producers: for a committed part, each
+	// batch's base offset; for a part refused for its producer batches,
+	// the original offset of a duplicate, the error of an invalid batch,
+	// and ErrRetry for the others. Nil for a part without producer
+	// batches, or refused for another reason (Err says).
+	Producers [][]ProducerResult
 }
 
 // Append commits objects, in order, in one record (group commit). Parts
 // whose topic or partition no longer exists, or that would not pass the
 // check every node applies to a record, are left out and reported.
+//
+// Producer batches are judged on the state the record lands on, on every
+// attempt (a lost race rebuilds the record on the newer state), so a batch
+// committed by any node before is a duplicate here. A part with a
+// duplicate or invalid batch is left out whole: its rows are contiguous
+// offsets, so it cannot be committed in part.
+//
+// A record that lands proves the state its parts were judged on was the
+// latest. When nothing is left to write, nothing proves it: a batch judged
+// unknown or out of sequence on a node that is behind may be fine on the
+// latest state. So such a judgement is made again after catching up.
 func (l *Log) Append(ctx context.Context, objs []PendingObject) ([]AppendResult, error) {
-	var results []AppendResult
-	_, err := l.commit(ctx, func(s *State) ([]Op, error) {
+	for synced := false; ; synced = true {
+		res, rec, refused, err := l.append(ctx, objs)
+		if err != nil || rec != nil || !refused || synced {
+			return res, err
+		}
+		if err := l.Sync(ctx); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// append builds and commits one record for Append; refused says whether a
+// part was left out for its producer batches.
+func (l *Log) append(ctx context.Context, objs []PendingObject) (results []AppendResult, rec *Commit, refused bool, err error) {
+	rec, err = l.commit(ctx, func(s *State, timeMs int64) ([]Op, error) {
+		refused = false
 		results = make([]AppendResult, len(objs))
-		ov := newOverlay(s)
+		ov := newOverlay(s, s.Seq+1, timeMs)
+		// retried are the producers (per partition) with a batch left
+		// out of this commit only because of another batch: a later batch
+		// of theirs is out of sequence because of that, so it is answered
+		// with ErrRetry too, which clients retry in order.
+		retried := map[prodKey]bool{}
 		var ops []Op
 		for i, o := range objs {
-			r := AppendResult{Base: make([]int64, len(o.Parts)), Err: make([]error, len(o.Parts))}
+			r := AppendResult{Base: make([]int64, len(o.Parts)), Err: make([]error, len(o.Parts)), Producers: make([][]ProducerResult, len(o.Parts))}
 			results[i] = r
 			if err := ov.object(o.Key, o.Size); err != nil {
 				for j := range r.Err {
@@ -259,12 +299,29 @@ func (l *Log) Append(ctx context.Context, objs []PendingObject) ([]AppendResult,
 					continue
 				}
 				t := s.Topics[pp.Topic]
-				part := AppendPart{Topic: pp.Topic, TopicID: t.ID, Partition: pp.Partition, Base: ov.end(&t.Topic, pp.Partition), Span: pp.Span}
-				if err := ov.part(o.Size, &part, seen); err != nil {
+				part := AppendPart{Topic: pp.Topic, TopicID: t.ID, Partition: pp.Partition, Base: ov.end(&t.Topic, pp.Partition), Span: pp.Span, Producers: pp.Producers}
+				pres, err := ov.part(o.Size, &part, seen)
+				if errors.Is(err, errProducerBatch) {
+					refused = true
+					r.Err[j] = ErrRetry
+					for k, b := range pp.Producers {
+						key := prodKey{t.ID, pp.Partition, b.ID}
+						switch {
+						case errors.Is(pres[k].Err, ErrRetry):
+							retried[key] = true
+						case retried[key] && errors.Is(pres[k].Err, ErrOutOfOrderSequence):
+							pres[k].Err = ErrRetry
+						}
+					}
+					r.Producers[j] = pres
+					continue
+				}
+				if err != nil {
 					r.Err[j] = fmt.Errorf("append %s: %w", o.Key, err)
 					continue
 				}
 				r.Base[j] = part.Base
+				r.Producers[j] = pres
 				op.Parts = append(op.Parts, part)
 			}
 			if len(op.Parts) > 0 {
@@ -273,5 +330,5 @@ func (l *Log) Append(ctx context.Context, objs []PendingObject) ([]AppendResult,
 		}
 		return ops, nil
 	})
-	return results, err
+	return results, rec, refused, err
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -78,17 +79,20 @@ type sealed struct {
 // than pageEntries entries per partition. Page boundaries fall every
 // pageEntries entries from a partition's first entry, on every node, so
 // two nodes sealing the same entries write the same page. It copies partition structs
-// and slice headers only: entries are never modified once applied, and the
+// and slice headers only (and producer maps): entries are never modified once applied, and the
 // live state only appends, so the copy stays valid after the lock is
 // released and can be encoded without it.
 func snapshotSealed(s *State, pageEntries int) (*State, []sealed) {
-	cp := &State{Seq: s.Seq, Topics: make(map[string]*TopicState, len(s.Topics))}
+	cp := &State{Seq: s.Seq, Topics: make(map[string]*TopicState, len(s.Topics)), ClockMs: s.ClockMs, NextProducerID: s.NextProducerID, ProducerLimits: s.ProducerLimits}
 	var pages []sealed
 	for name, t := range s.Topics {
 		ct := &TopicState{Topic: t.Topic, Parts: make([]*Partition, len(t.Parts))}
 		for i, p := range t.Parts {
 			c := *p
 			c.Pages = slices.Clip(c.Pages)
+			// Producer states are replaced, never changed in place, so
+			// copying the map is enough.
+			c.Producers = maps.Clone(c.Producers)
 			for len(c.Entries) >= pageEntries {
 				es := c.Entries[:pageEntries]
 				// MaxTs starts at the first entry's, not 0: timestamps

@@ -121,6 +121,8 @@ type Partition struct {
 	Bytes   int64     `json:"bytes"`
 	Pages   []PageRef `json:"pages,omitempty"` // sorted by Base, contiguous
 	Entries []Entry   `json:"entries"`         // sorted by Base, contiguous, after the pages
+	// Producers holds the idempotent producers' state, by producer id.
+	Producers map[int64]*ProducerState `json:"producers,omitempty"`
 }
 
 // PageRef points at an index page: the entries for offsets [Base, End).
@@ -151,6 +153,14 @@ type TopicState struct {
 type State struct {
 	Seq    int64                  `json:"seq"`
 	Topics map[string]*TopicState `json:"topics"`
+	// ClockMs is the largest commit time applied: the clock producer
+	// state expires by, the same on every node.
+	ClockMs int64 `json:"clock_ms,omitempty"`
+	// NextProducerID is the first producer id not yet reserved.
+	NextProducerID int64          `json:"next_producer_id,omitempty"`
+	ProducerLimits ProducerLimits `json:"producer_limits,omitempty"`
+
+	prods *producerIndex // derived from Topics; built when first needed
 }
 
 func newState() *State { return &State{Topics: map[string]*TopicState{}} }
@@ -172,6 +182,10 @@ func (s *State) partition(topic, id string, p int32) (*Partition, error) {
 // deterministic: every node applying the same records gets the same state.
 // Its own checks only keep a bug elsewhere from panicking the node.
 func (s *State) apply(r *Commit) {
+	// Producer lookups use the limits and clock the commit was checked
+	// with: its own producer_limits take effect at its end.
+	limits := s.ProducerLimits
+	s.ClockMs = s.clockAt(r.TimeMs)
 	for _, op := range r.Ops {
 		switch {
 		case op.CreateTopic != nil:
@@ -186,8 +200,13 @@ func (s *State) apply(r *Commit) {
 			s.Topics[t.Name] = ts
 		case op.DeleteTopic != nil:
 			if t, ok := s.Topics[op.DeleteTopic.Name]; ok && t.ID == op.DeleteTopic.ID {
+				s.dropTopicProducers(t)
 				delete(s.Topics, t.Name)
 			}
+		case op.ProducerIDs != nil:
+			s.NextProducerID = op.ProducerIDs.First + op.ProducerIDs.Count
+		case op.ProducerLimits != nil:
+			limits = *op.ProducerLimits
 		case op.Append != nil:
 			for _, pa := range op.Append.Parts {
 				p, err := s.partition(pa.Topic, pa.TopicID, pa.Partition)
@@ -197,9 +216,16 @@ func (s *State) apply(r *Commit) {
 				p.Entries = append(p.Entries, Entry{Object: op.Append.Object, ObjectSize: op.Append.Size, Base: pa.Base, Span: pa.Span})
 				p.End += pa.Count
 				p.Bytes += pa.Bytes
+				t := s.Topics[pa.Topic]
+				for _, b := range pa.Producers {
+					ps := s.live(p, b.ID, s.ClockMs)
+					s.setProducer(t, pa.Partition, b.ID, advance(ps, b, pa.Base+b.Delta, r.Seq, s.ClockMs))
+				}
 			}
 		}
 	}
+	s.ProducerLimits = limits
+	s.pruneProducers()
 	s.Seq = r.Seq
 }
 

@@ -42,6 +42,9 @@ func decodeCommit(key string, data []byte) (*Commit, error) {
 	if LogKey(r.Seq) != key {
 		return nil, corrupt("commit record", key, fmt.Errorf("it says it is number %d", r.Seq))
 	}
+	if r.Version < 2 {
+		r.downgrade()
+	}
 	return &r, nil
 }
 
@@ -53,6 +56,9 @@ func decodeCheckpoint(key string, seq int64, data []byte) (*State, error) {
 	}
 	if cp.Version < 1 || cp.Version > FormatVersion {
 		return nil, corrupt("checkpoint", key, fmt.Errorf("format version %d, this build reads 1 to %d", cp.Version, FormatVersion))
+	}
+	if cp.Version < 2 && cp.State != nil {
+		cp.State.downgrade()
 	}
 	if err := checkState(cp.State, seq); err != nil {
 		return nil, corrupt("checkpoint", key, err)
@@ -71,6 +77,9 @@ func checkState(s *State, seq int64) error {
 	}
 	if s.Topics == nil {
 		s.Topics = map[string]*TopicState{}
+	}
+	if s.ClockMs < 0 || s.NextProducerID < 0 || s.ProducerLimits.ExpiryMs < 0 || s.ProducerLimits.Max < 0 {
+		return fmt.Errorf("clock %d, next producer id %d, producer limits %+v: want 0 or more", s.ClockMs, s.NextProducerID, s.ProducerLimits)
 	}
 	for name, t := range s.Topics {
 		if t == nil || t.Name != name {
@@ -114,11 +123,37 @@ func checkPartition(p *Partition) error {
 	if err := checkEntries(p.Entries, next); err != nil {
 		return err
 	}
+	for id, ps := range p.Producers {
+		if err := checkProducer(ps, p.End); err != nil {
+			return fmt.Errorf("producer %d: %w", id, err)
+		}
+	}
 	if n := len(p.Entries); n > 0 {
 		next = p.Entries[n-1].End()
 	}
 	if next >= 0 && next != p.End {
 		return fmt.Errorf("index ends at %d, the partition at %d", next, p.End)
+	}
+	return nil
+}
+
+// checkProducer checks a producer's state in a partition ending at end:
+// one to five batches, in sequence, at increasing offsets before end.
+func checkProducer(ps *ProducerState, end int64) error {
+	if ps == nil || ps.Epoch < 0 || len(ps.Batches) < 1 || len(ps.Batches) > producerBatches {
+		return errors.New("want an epoch >= 0 and 1 to 5 batches")
+	}
+	for i, b := range ps.Batches {
+		n := seqCount(b.FirstSeq, b.LastSeq)
+		if b.Base < 0 || b.Base > end-n {
+			return fmt.Errorf("batch %d: %d records at offset %d: want them before the end %d", i, n, b.Base, end)
+		}
+		if i > 0 {
+			prev := ps.Batches[i-1]
+			if b.FirstSeq != nextSeq(prev.LastSeq) || b.Base < prev.Base+seqCount(prev.FirstSeq, prev.LastSeq) {
+				return fmt.Errorf("batch %d: sequence %d at offset %d does not follow the previous batch", i, b.FirstSeq, b.Base)
+			}
+		}
 	}
 	return nil
 }
@@ -199,6 +234,12 @@ type overlay struct {
 	ends    map[partKey]int64
 	objects map[string]bool
 	parts   int64 // partitions in the state after the operations so far
+	// For producer batches: the commit's number and state clock, the next
+	// unreserved producer id, and producers' states after the operations
+	// so far.
+	seq, clock int64
+	nextID     int64
+	prods      map[prodKey]*ProducerState
 }
 
 type partKey struct {
@@ -206,8 +247,10 @@ type partKey struct {
 	partition int32
 }
 
-func newOverlay(s *State) *overlay {
-	o := &overlay{s: s, created: map[string]*Topic{}, deleted: map[string]bool{}, ends: map[partKey]int64{}, objects: map[string]bool{}}
+// newOverlay starts checking commit seq, written at timeMs, against s.
+func newOverlay(s *State, seq, timeMs int64) *overlay {
+	o := &overlay{s: s, created: map[string]*Topic{}, deleted: map[string]bool{}, ends: map[partKey]int64{}, objects: map[string]bool{},
+		seq: seq, clock: s.clockAt(timeMs), nextID: s.NextProducerID, prods: map[prodKey]*ProducerState{}}
 	for _, t := range s.Topics {
 		o.parts += int64(t.Partitions)
 	}
@@ -243,7 +286,7 @@ func (o *overlay) end(t *Topic, p int32) int64 {
 // commit is checked before any of it is applied: a commit is applied
 // whole or skipped whole.
 func (s *State) checkCommit(c *Commit) error {
-	o := newOverlay(s)
+	o := newOverlay(s, c.Seq, c.TimeMs)
 	for i, op := range c.Ops {
 		if err := o.op(op); err != nil {
 			return fmt.Errorf("op %d: %w", i, err)
@@ -254,7 +297,7 @@ func (s *State) checkCommit(c *Commit) error {
 
 func (o *overlay) op(op Op) error {
 	n := 0
-	for _, set := range []bool{op.CreateTopic != nil, op.DeleteTopic != nil, op.Append != nil} {
+	for _, set := range []bool{op.CreateTopic != nil, op.DeleteTopic != nil, op.Append != nil, op.ProducerIDs != nil, op.ProducerLimits != nil} {
 		if set {
 			n++
 		}
@@ -286,6 +329,16 @@ func (o *overlay) op(op Op) error {
 		o.deleted[d.Name] = true
 		delete(o.created, d.Name)
 		o.parts -= int64(t.Partitions)
+	case op.ProducerIDs != nil:
+		r := op.ProducerIDs
+		if r.First != o.nextID || r.Count < 1 || r.Count > maxProducerIDBlock || r.First > math.MaxInt64-r.Count {
+			return fmt.Errorf("producer_ids: first %d, count %d: want first %d and count 1 to %d", r.First, r.Count, o.nextID, maxProducerIDBlock)
+		}
+		o.nextID = r.First + r.Count
+	case op.ProducerLimits != nil:
+		if pl := op.ProducerLimits; pl.ExpiryMs < 0 || pl.Max < 0 {
+			return fmt.Errorf("producer_limits: expiry %d ms, max %d: want 0 or more", pl.ExpiryMs, pl.Max)
+		}
 	default:
 		a := op.Append
 		if err := o.object(a.Object, a.Size); err != nil {
@@ -296,7 +349,7 @@ func (o *overlay) op(op Op) error {
 		}
 		seen := map[partKey]bool{}
 		for j := range a.Parts {
-			if err := o.part(a.Size, &a.Parts[j], seen); err != nil {
+			if _, err := o.part(a.Size, &a.Parts[j], seen); err != nil {
 				return fmt.Errorf("append %s: part %d: %w", a.Object, j, err)
 			}
 		}
@@ -317,27 +370,45 @@ func (o *overlay) object(key string, size int64) error {
 	return nil
 }
 
+// errProducerBatch marks a part refused for one of its producer batches
+// (a duplicate, or one out of sequence); the batch results say which.
+var errProducerBatch = errors.New("a producer batch cannot be committed")
+
 // part checks one append part and, if it fits, advances its partition's
-// end offset. seen holds the partitions of the same object so far.
-func (o *overlay) part(objectSize int64, pa *AppendPart, seen map[partKey]bool) error {
+// end offset and its producers. seen holds the partitions of the same
+// object so far. A part refused for its producer batches returns their
+// outcomes with an error wrapping errProducerBatch.
+func (o *overlay) part(objectSize int64, pa *AppendPart, seen map[partKey]bool) ([]ProducerResult, error) {
 	t, ok := o.topic(pa.Topic)
 	if !ok || pa.TopicID == "" || t.ID != pa.TopicID {
-		return fmt.Errorf("%w %q id %q", ErrUnknownTopic, pa.Topic, pa.TopicID)
+		return nil, fmt.Errorf("%w %q id %q", ErrUnknownTopic, pa.Topic, pa.TopicID)
 	}
 	if pa.Partition < 0 || pa.Partition >= t.Partitions {
-		return fmt.Errorf("%w %d of topic %q: valid partitions are 0 to %d", ErrUnknownPartition, pa.Partition, pa.Topic, t.Partitions-1)
+		return nil, fmt.Errorf("%w %d of topic %q: valid partitions are 0 to %d", ErrUnknownPartition, pa.Partition, pa.Topic, t.Partitions-1)
 	}
 	k := partKey{t.ID, pa.Partition}
 	if seen[k] {
-		return fmt.Errorf("partition %d of topic %q listed twice in one object", pa.Partition, pa.Topic)
+		return nil, fmt.Errorf("partition %d of topic %q listed twice in one object", pa.Partition, pa.Topic)
 	}
 	if end := o.end(t, pa.Partition); pa.Base != end {
-		return fmt.Errorf("base %d of partition %d of topic %q is not its end offset %d", pa.Base, pa.Partition, pa.Topic, end)
+		return nil, fmt.Errorf("base %d of partition %d of topic %q is not its end offset %d", pa.Base, pa.Partition, pa.Topic, end)
 	}
 	if err := checkSpan(pa.Base, &pa.Span, objectSize); err != nil {
-		return err
+		return nil, err
+	}
+	res, ok, err := o.checkProducers(t, pa, pa.Count)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		for i, r := range res {
+			if r.Duplicate || r.Err != ErrRetry {
+				return res, fmt.Errorf("%w: producer batch %d: duplicate %v, %v", errProducerBatch, i, r.Duplicate, r.Err)
+			}
+		}
+		return res, errProducerBatch
 	}
 	seen[k] = true
 	o.ends[k] = pa.Base + pa.Count
-	return nil
+	return res, nil
 }

@@ -37,8 +37,10 @@ func checkAcked(t *testing.T, a *acked, m *Manager, group string) {
 		t.Fatal(err)
 	}
 	for p, o := range a.high {
-		if got["t"][p].Offset != o {
-			t.Errorf("partition %d: committed %d in the bucket, %d acknowledged last", p, got["t"][p].Offset, o)
+		// A member stopped mid-commit may have landed one more commit
+		// that it never saw acknowledged.
+		if g := got["t"][p].Offset; g != o && g != o+1 {
+			t.Errorf("partition %d: committed %d in the bucket, %d acknowledged last", p, g, o)
 		}
 	}
 }
@@ -128,6 +130,23 @@ func TestJoinV0(t *testing.T) {
 	if r := handle[*kmsg.LeaveGroupResponse](t, m, leave); r.ErrorCode != 0 {
 		t.Fatalf("leave v0: %v", kerr.ErrorForCode(r.ErrorCode))
 	}
+	// A v0 commit (no member, no generation) into the now empty group, as
+	// the front end decodes it from the wire.
+	c0 := kmsg.NewPtrOffsetCommitRequest()
+	c0.Version = 0
+	c0.Group = "g0"
+	c0.Topics = []kmsg.OffsetCommitRequestTopic{{Topic: "t", Partitions: []kmsg.OffsetCommitRequestTopicPartition{{Partition: 0, Offset: 3}}}}
+	wire := kmsg.NewPtrOffsetCommitRequest()
+	wire.Version = 0
+	if err := wire.ReadFrom(c0.AppendTo(nil)); err != nil {
+		t.Fatal(err)
+	}
+	if r := handle[*kmsg.OffsetCommitResponse](t, m, wire); r.Topics[0].Partitions[0].ErrorCode != 0 {
+		t.Fatalf("commit v0: %v", kerr.ErrorForCode(r.Topics[0].Partitions[0].ErrorCode))
+	}
+	if got, _ := m.Committed(t.Context(), "g0"); got["t"][0].Offset != 3 || got["t"][1].Offset != 42 {
+		t.Fatalf("committed: %+v", got)
+	}
 }
 
 // A static member that restarts (rejoins with its instance id and no
@@ -139,6 +158,9 @@ func TestStaticRejoinWithoutRebalance(t *testing.T) {
 	s2 := c.startSim(t, "gs", a, kmsg.StringPtr("i2"), "range")
 	gen := waitStable(t, s1, s2)
 	_, _, before, _ := s2.state()
+	s1.mu.Lock()
+	joinsBefore := s1.joins
+	s1.mu.Unlock()
 	s2.kill()
 	s2 = c.startSim(t, "gs", a, kmsg.StringPtr("i2"), "range")
 	if g := waitStable(t, s1, s2); g != gen {
@@ -151,8 +173,8 @@ func TestStaticRejoinWithoutRebalance(t *testing.T) {
 	s1.mu.Lock()
 	joins := s1.joins
 	s1.mu.Unlock()
-	if joins != 1 {
-		t.Fatalf("the other member joined %d times, want 1", joins)
+	if joins != joinsBefore {
+		t.Fatalf("the other member joined %d times during the static rejoin, want 0", joins-joinsBefore)
 	}
 	s1.leave()
 	s2.leave()

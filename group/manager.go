@@ -365,6 +365,7 @@ func (m *Manager) getGroup(ctx context.Context, name string) (*group, error) {
 		}
 		if !g.loaded {
 			if err := g.claim(ctx); err != nil {
+				m.opts.Logger.Warn("load group", "group", name, "err", err)
 				g.drop(kerr.NotCoordinator.Code)
 				g.mu.Unlock()
 				return nil, err
@@ -434,9 +435,13 @@ func (m *Manager) check(ctx context.Context) {
 			continue
 		}
 		g.mu.Lock()
-		if g.loaded && !g.dropped && g.etag != "" {
+		if g.loaded && !g.dropped {
+			// A group claimed lazily (no object yet) is lost if another
+			// node created the object; a claimed one, if the ETag moved
+			// and the claim in the new version is not ours.
 			a, err := m.store.Head(ctx, m.key(g.name))
-			if err == nil && a.ETag != g.etag || errors.Is(err, tier.ErrNotFound) {
+			missing := errors.Is(err, tier.ErrNotFound)
+			if err == nil && a.ETag != g.etag || missing && g.etag != "" {
 				if err := g.reread(ctx); err != nil {
 					m.opts.Logger.Info("group claim lost", "group", g.name, "err", err)
 					g.drop(kerr.NotCoordinator.Code)

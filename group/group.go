@@ -83,9 +83,10 @@ type group struct {
 
 	mu sync.Mutex
 
-	loaded  bool  // claimed and read from the bucket
-	dropped bool  // released: no longer served; the manager forgot it
-	st      state // the object as this node last wrote or read it
+	used    time.Time // the last request for the group, for IdleTimeout
+	loaded  bool      // claimed and read from the bucket
+	dropped bool      // released: no longer served; the manager forgot it
+	st      state     // the object as this node last wrote or read it
 	etag    string
 
 	state        groupState

@@ -712,3 +712,33 @@ func TestStoreFaults(t *testing.T) {
 	}
 	checkAcked(t, a, m, "faulty", 1000)
 }
+
+// An idle empty group is unloaded (and its checks stop); the next request
+// loads it again with its offsets.
+func TestIdleGroupUnloads(t *testing.T) {
+	store := tiertest.NewMemStore()
+	v := newView("n1")
+	opts := testOptions("n1", v)
+	opts.IdleTimeout = 100 * time.Millisecond
+	m := New(store, opts)
+	t.Cleanup(func() { m.Close() })
+	if err := m.SetOffsets(t.Context(), "idle", map[string]map[int32]int64{"t": {0: 5}}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		g := m.local("idle")
+		if g == nil {
+			break
+		}
+		g.mu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatal("idle group stayed loaded")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	got, err := m.Committed(t.Context(), "idle")
+	if err != nil || got["t"][0].Offset != 5 {
+		t.Fatalf("committed after unload: %+v %v", got, err)
+	}
+}

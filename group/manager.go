@@ -65,6 +65,10 @@ type Options struct {
 	// coordinates: that the live nodes still choose it, and (with a HEAD)
 	// that its claim in the bucket is still its own.
 	CheckInterval time.Duration
+	// IdleTimeout unloads a group that has had no members and no requests
+	// for this long, so the checks (a HEAD each) cost only for groups in
+	// use. The next request loads it again (a GET and a claim PUT).
+	IdleTimeout time.Duration
 	// StoreTimeout bounds each store call made outside a request (timers,
 	// checks).
 	StoreTimeout time.Duration
@@ -83,6 +87,7 @@ func DefaultOptions() Options {
 		Prefix:            "groups/",
 		CommitLinger:      5 * time.Millisecond,
 		CheckInterval:     2 * time.Second,
+		IdleTimeout:       time.Minute,
 		StoreTimeout:      10 * time.Second,
 		MinSessionTimeout: 6 * time.Second,
 		MaxSessionTimeout: 30 * time.Minute,
@@ -121,6 +126,9 @@ func New(store tier.Store, opts Options) *Manager {
 	}
 	if opts.CheckInterval <= 0 {
 		opts.CheckInterval = d.CheckInterval
+	}
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = d.IdleTimeout
 	}
 	if opts.StoreTimeout <= 0 {
 		opts.StoreTimeout = d.StoreTimeout
@@ -363,6 +371,7 @@ func (m *Manager) getGroup(ctx context.Context, name string) (*group, error) {
 			g.mu.Unlock()
 			continue
 		}
+		g.used = time.Now()
 		if !g.loaded {
 			if err := g.claim(ctx); err != nil {
 				m.opts.Logger.Warn("load group", "group", name, "err", err)
@@ -435,6 +444,9 @@ func (m *Manager) check(ctx context.Context) {
 			continue
 		}
 		g.mu.Lock()
+		if g.loaded && !g.dropped && len(g.members) == 0 && len(g.pending) == 0 && g.batch == nil && time.Since(g.used) > m.opts.IdleTimeout {
+			g.drop(kerr.NotCoordinator.Code)
+		}
 		if g.loaded && !g.dropped {
 			// A group claimed lazily (no object yet) is lost if another
 			// node created the object; a claimed one, if the ETag moved

@@ -217,3 +217,175 @@ func runFranzGoGroup(t *testing.T, balancer string) {
 	}
 	t.Logf("%s: %d records (%d deliveries), %d partitions assigned at the end", balancer, len(seen), consumed, assigned)
 }
+
+// kfakeNode is one of several nodes that all stand behind the one kfake
+// broker: the test routes each group request to the node the live view
+// chooses, as clients reach the coordinator FindCoordinator names.
+type kfakeNode struct {
+	self string
+	v    *view
+	host string
+	port int32
+}
+
+func (k kfakeNode) Self() string                             { return k.self }
+func (k kfakeNode) Live(context.Context) ([]string, error)   { return k.v.get(), nil }
+func (k kfakeNode) Addr(string) (int32, string, int32, bool) { return 0, k.host, k.port, true }
+
+// The coordinator of a real franz-go group dies: the group continues on the
+// other node, every record is consumed, and the committed offsets (read by
+// the new coordinator from the bucket) end at the end of each partition.
+func TestFranzGoFailover(t *testing.T) {
+	const partitions, perPartition = 4, 100
+	vs := kversion.Stable()
+	for k, v := range MaxVersions() {
+		vs.SetMaxKeyVersion(k, v)
+	}
+	vs.SetMaxKeyVersion(kmsg.ConsumerGroupHeartbeat.Int16(), -1)
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, "t"), kfake.MaxVersions(vs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	host, port, _ := net.SplitHostPort(c.ListenAddrs()[0])
+	p, _ := strconv.Atoi(port)
+	store := tiertest.NewMemStore()
+	v := newView("n1", "n2")
+	group := groupFor("n1", "n1", "n2")
+	var mu sync.Mutex
+	ms := map[string]*Manager{}
+	for _, n := range []string{"n1", "n2"} {
+		opts := testOptions(n, v)
+		opts.Members = kfakeNode{n, v, host, int32(p)}
+		ms[n] = New(store, opts)
+		t.Cleanup(func() { ms[n].Close() })
+	}
+	c.Control(func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		if !groupKeys[req.Key()] {
+			return nil, nil, false
+		}
+		mu.Lock()
+		m := ms[Pick(group, v.get())]
+		mu.Unlock()
+		var resp kmsg.Response
+		var herr error
+		done := make(chan struct{})
+		go func() {
+			resp, herr = m.Handle(context.Background(), req)
+			close(done)
+		}()
+		c.SleepControl(func() { <-done })
+		return resp, herr, true
+	})
+
+	prod, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	produce := func(from, to int) {
+		for part := range int32(partitions) {
+			for i := from; i < to; i++ {
+				prod.Produce(t.Context(), &kgo.Record{Topic: "t", Partition: part, Value: fmt.Appendf(nil, "%d-%d", part, i)}, nil)
+			}
+		}
+		if err := prod.Flush(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	var smu sync.Mutex
+	seen := map[[2]int64]bool{}
+	count := func() int {
+		smu.Lock()
+		defer smu.Unlock()
+		return len(seen)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var wg sync.WaitGroup
+	var clients []*kgo.Client
+	for range 3 {
+		cl, err := kgo.NewClient(
+			kgo.SeedBrokers(c.ListenAddrs()...),
+			kgo.ConsumerGroup(group),
+			kgo.ConsumeTopics("t"),
+			kgo.Balancers(kgo.CooperativeStickyBalancer()),
+			kgo.SessionTimeout(6*time.Second),
+			kgo.HeartbeatInterval(100*time.Millisecond),
+			kgo.AutoCommitInterval(100*time.Millisecond),
+			kgo.FetchMaxWait(50*time.Millisecond),
+		)
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients = append(clients, cl)
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+					smu.Lock()
+					seen[[2]int64{int64(r.Partition), r.Offset}] = true
+					smu.Unlock()
+				})
+			}
+		})
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	produce(0, perPartition/2)
+	waitFor("the first half", func() bool { return count() == partitions*perPartition/2 })
+	time.Sleep(300 * time.Millisecond) // a few auto-commits
+	before, err := ms["n1"].Committed(t.Context(), group)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// n1 dies.
+	mu.Lock()
+	ms["n1"].Close()
+	v.set("n2")
+	mu.Unlock()
+	produce(perPartition/2, perPartition)
+	waitFor("every record", func() bool { return count() == partitions*perPartition })
+	// Let the members settle in their new generation and commit.
+	waitFor("the committed offsets at the end", func() bool {
+		got, err := ms["n2"].Committed(t.Context(), group)
+		if err != nil {
+			return false
+		}
+		for part := range int32(partitions) {
+			if got["t"][part].Offset != perPartition {
+				return false
+			}
+		}
+		return true
+	})
+	cancel()
+	wg.Wait()
+	for _, cl := range clients {
+		cl.Close()
+	}
+	d, err := ms["n2"].Describe(t.Context(), group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Coordinator != "n2" {
+		t.Fatalf("coordinator %s after failover", d.Coordinator)
+	}
+	got, _ := ms["n2"].Committed(t.Context(), group)
+	for part := range int32(partitions) {
+		if got["t"][part].Offset < before["t"][part].Offset {
+			t.Errorf("partition %d: committed %d after failover, %d before", part, got["t"][part].Offset, before["t"][part].Offset)
+		}
+	}
+	t.Logf("committed before failover %v", before)
+}

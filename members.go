@@ -107,6 +107,13 @@ func (m *Members) beat(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("write heartbeat %s: %w", m.key(), err)
 	}
+	if a.ModTime.IsZero() {
+		// S3 and MinIO do not return a write's modification time; the
+		// reference must be the store's clock, so ask it.
+		if a, err = m.store.Head(ctx, m.key()); err != nil {
+			return fmt.Errorf("read back heartbeat %s: %w", m.key(), err)
+		}
+	}
 	m.mu.Lock()
 	m.mu.beat = a.ModTime
 	m.mu.at = time.Time{} // the reference moved: recompute Live

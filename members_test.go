@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shalelog/shale/tier"
+	"github.com/shalelog/shale/tier/minio"
 	"github.com/shalelog/shale/tier/tiertest"
 )
 
@@ -23,9 +25,21 @@ func liveNames(t *testing.T, m *Members) []string {
 
 // TestMembers: nodes see each other through their heartbeats; a node that
 // closes leaves at once, one that stops beating (died) within the bound.
+// On MinIO too, whose writes do not return a modification time (a dead
+// node stayed live forever there).
 func TestMembers(t *testing.T) {
-	store := tiertest.NewMemStore()
-	const interval = 50 * time.Millisecond
+	t.Run("mem", func(t *testing.T) { testMembers(t, tiertest.NewMemStore(), 50*time.Millisecond) })
+	t.Run("minio", func(t *testing.T) {
+		ep := tiertest.StartMinIO(t)
+		s, err := minio.Open(t.Context(), "minio://"+ep.AccessKey+":"+ep.SecretKey+"@"+ep.Addr+"/"+ep.Bucket+"/members")
+		if err != nil {
+			t.Fatal(err)
+		}
+		testMembers(t, s, 200*time.Millisecond)
+	})
+}
+
+func testMembers(t *testing.T, store tier.Store, interval time.Duration) {
 	ctx := context.Background()
 	a, err := StartMembers(ctx, store, Member{Name: "a", Addr: "127.0.0.1:1"}, interval, nil)
 	if err != nil {

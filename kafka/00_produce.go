@@ -6,29 +6,25 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/shalelog/shale/ingest"
 	"github.com/shalelog/shale/record"
 )
 
 // Produce: v3-9 (magic 2 record batches).
 //
 // acks 0, 1 and -1 all mean "committed in the bucket": every append waits
-// for its commit; acks=0 only sends no answer. Each partition's records
-// are appended on their own goroutine, so one request's partitions commit
-// together and the connection goes on to its next request while they
-// wait. Order: Kafka keeps the batches one connection sends to a
-// partition in order. ingest.Writer.Append enters a hot segment and waits
-// for the commit in one call, so goroutines started in order could still
-// enter the segment out of order; instead, an append waits for the
-// previous append to the same partition from the same connection to
-// return (conn.chains). That costs one commit round per batch per
-// partition per connection, which producers hide by batching more in the
-// meantime; a two-step append in ingest (enter the segment, then wait)
-// would let the chain release at entry instead.
+// for its commit; acks=0 only sends no answer. Order: Kafka keeps the
+// batches one connection sends to a partition in order, and an idempotent
+// producer's pipelined batches must arrive in sequence. The ordered part of
+// the handler, which the connection runs in request order, enters each
+// partition's records into the hot segment (ingest.Writer.Enqueue, which
+// keeps entry order through the commit); the returned function waits for
+// the commits. So a produce waiting ~300 ms for its commit holds up
+// neither the requests behind it nor the next batch of the same partition.
 //
-// InitProducerId is not served, so clients produce without idempotence
-// (franz-go falls back on its own when the broker lacks it); the batch's
-// producer id, epoch and base sequence are decoded and handed to append,
-// the one place producer state will be checked.
+// A batch with a producer id (InitProducerId, 22_init_producer_id.go) is
+// an idempotent producer's: ingest commits it at most once per sequence
+// across every node, and a retry gets its original offsets.
 
 func init() { regKey(0, 3, 9, handleProduce) }
 
@@ -59,33 +55,23 @@ func handleProduce(s *Server, cc *conn, kreq kmsg.Request) (func() kmsg.Response
 				sp.ErrorCode, sp.ErrorMessage = code(err), errMsg(err)
 				continue
 			}
-			key := partKey{rt.Topic, rp.Partition}
-			prev := cc.chains[key]
-			mine := make(chan struct{})
-			cc.chains[key] = mine
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer close(mine)
-				if prev != nil {
-					<-prev
-				}
-				base, err := s.append(rt.Topic, rp.Partition, recs, pb)
+			ack, err := s.enqueue(rt.Topic, rp.Partition, recs, pb)
+			if err != nil {
+				sp.ErrorCode, sp.ErrorMessage = code(err), errMsg(err)
+				continue
+			}
+			wg.Go(func() {
+				// Not the server's context: a record handed to ingest is
+				// committed even if the server is closing, and its producer
+				// should hear so while the connection lasts. Ingest answers
+				// every append within its store timeout.
+				base, err := ack.Wait(context.WithoutCancel(s.ctx))
 				if err != nil {
 					sp.ErrorCode, sp.ErrorMessage = code(err), errMsg(err)
 					return
 				}
 				sp.BaseOffset = base
-			}()
-		}
-	}
-	// Forget chains whose last append is done, so the map holds only
-	// partitions with appends in flight.
-	for k, ch := range cc.chains {
-		select {
-		case <-ch:
-			delete(cc.chains, k)
-		default:
+			})
 		}
 	}
 	return func() kmsg.Response {
@@ -97,9 +83,15 @@ func handleProduce(s *Server, cc *conn, kreq kmsg.Request) (func() kmsg.Response
 	}, nil
 }
 
-// append commits recs to a partition. Its context is not the server's: a
-// record handed to ingest is committed even if the server is closing, and
-// its producer should hear so while the connection lasts.
-func (s *Server) append(topic string, partition int32, recs []record.Record, _ producerBatch) (int64, error) {
-	return s.node.Ingest.Append(context.WithoutCancel(s.ctx), topic, partition, recs)
+// enqueue enters recs into the hot segment, waiting at most the store
+// timeout for room (then ErrBackpressure). pb.ID < 0 is a producer without
+// idempotence.
+func (s *Server) enqueue(topic string, partition int32, recs []record.Record, pb producerBatch) (*ingest.Ack, error) {
+	ctx, cancel := context.WithTimeout(s.ctx, s.node.Opts.StoreTimeout)
+	defer cancel()
+	var prod *ingest.Producer
+	if pb.ID >= 0 {
+		prod = &ingest.Producer{ID: pb.ID, Epoch: pb.Epoch, Seq: pb.Sequence}
+	}
+	return s.node.Ingest.Enqueue(ctx, topic, partition, recs, prod)
 }

@@ -26,16 +26,6 @@ type conn struct {
 	s    *Server
 	c    net.Conn
 	addr string
-
-	// chains orders one connection's appends per partition: an append
-	// waits for the previous one to the same partition from this
-	// connection (00_produce.go). Only the reader goroutine touches it.
-	chains map[partKey]chan struct{}
-}
-
-type partKey struct {
-	topic string
-	part  int32
 }
 
 // slot is one request's place in the answer order.
@@ -48,7 +38,7 @@ type slot struct {
 var errClose = errors.New("close connection")
 
 func (s *Server) serveConn(c net.Conn) {
-	cc := &conn{s: s, c: c, addr: c.RemoteAddr().String(), chains: map[partKey]chan struct{}{}}
+	cc := &conn{s: s, c: c, addr: c.RemoteAddr().String()}
 	queue := make(chan slot, s.opts.MaxInflight)
 	var wg sync.WaitGroup
 	wg.Add(1)

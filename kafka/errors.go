@@ -40,7 +40,15 @@ func code(err error) int16 {
 		return kerr.MessageTooLarge.Code
 	case errors.Is(err, record.ErrInvalid):
 		return kerr.InvalidRecord.Code
-	case errors.Is(err, ingest.ErrBackpressure):
+	case errors.Is(err, ingest.ErrOutOfOrderSequence):
+		return kerr.OutOfOrderSequenceNumber.Code
+	case errors.Is(err, ingest.ErrProducerFenced):
+		return kerr.InvalidProducerEpoch.Code
+	case errors.Is(err, ingest.ErrUnknownProducer):
+		return kerr.UnknownProducerID.Code
+	case errors.Is(err, ingest.ErrInvalidProducer):
+		return kerr.InvalidRecord.Code
+	case errors.Is(err, ingest.ErrBackpressure), errors.Is(err, ingest.ErrRetry):
 		return kerr.NotEnoughReplicas.Code
 	case errors.Is(err, ingest.ErrStore):
 		return kerr.RequestTimedOut.Code

@@ -26,6 +26,8 @@ type conn struct {
 	s    *Server
 	c    net.Conn
 	addr string
+
+	clientID string // of the request being handled, for handlers' ordered part
 }
 
 // slot is one request's place in the answer order.
@@ -111,7 +113,11 @@ func (cc *conn) complete(sl slot, done func() kmsg.Response) {
 func (cc *conn) handle(body []byte) (int32, func() kmsg.Response, error) {
 	rd := kbin.Reader{Src: body}
 	key, version, corr := rd.Int16(), rd.Int16(), rd.Int32()
-	rd.NullableString() // client id
+	if id := rd.NullableString(); id != nil {
+		cc.clientID = *id // read by the ordered part of handlers only
+	} else {
+		cc.clientID = ""
+	}
 	if rd.Complete() != nil {
 		return 0, nil, fmt.Errorf("truncated request header")
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/shalelog/shale"
+	"github.com/shalelog/shale/group"
 )
 
 // Options configure a Server. Zero values take the defaults noted.
@@ -42,6 +43,7 @@ type Server struct {
 	opts    Options
 	logger  *slog.Logger
 	members *shale.Members
+	groups  *group.Manager
 
 	ctx    context.Context // cancelled by Close: cuts long-polls
 	cancel context.CancelFunc
@@ -94,6 +96,11 @@ func (s *Server) Listen(ctx context.Context, addr string) (string, error) {
 		ln.Close()
 		return "", err
 	}
+	gopts := group.DefaultOptions()
+	gopts.Members = groupMembers{s.members}
+	gopts.Logger = s.logger
+	gopts.StoreTimeout = s.node.Opts.StoreTimeout
+	s.groups = group.New(s.node.Store, gopts)
 	s.ln = ln
 	s.wg.Add(1)
 	go s.accept()
@@ -155,8 +162,11 @@ func (s *Server) Close() error {
 		s.ln.Close()
 	}
 	s.wg.Wait()
+	if s.groups != nil {
+		err = s.groups.Close()
+	}
 	if s.members != nil {
-		err = s.members.Close()
+		err = errors.Join(err, s.members.Close())
 	}
 	return err
 }

@@ -262,3 +262,90 @@ func TestKafkaIdempotentProducerSurvivesNodeKill(t *testing.T) {
 		t.Fatalf("end offsets %v (sum %d), consumed %d; want %d records", end, sum, total, n)
 	}
 }
+
+// TestKafkaGroup: three franz-go members of one consumer group, spread
+// over two nodes on one MinIO bucket, consume every record of a topic
+// (range and cooperative-sticky assignors); their commits are durable:
+// a new member of the group resumes at the end.
+func TestKafkaGroup(t *testing.T) {
+	store := minioStore(t)
+	a := startServer(t, store, t.TempDir(), nil)
+	b := startServer(t, store, t.TempDir(), nil)
+	prod := kafkaClient(t, kgo.SeedBrokers(a.kafka, b.kafka))
+	for _, tc := range []struct {
+		name     string
+		balancer kgo.GroupBalancer
+	}{{"range", kgo.RangeBalancer()}, {"cooperative-sticky", kgo.CooperativeStickyBalancer()}} {
+		t.Run(tc.name, func(t *testing.T) {
+			topic := "g-" + tc.name
+			kafkaCreateTopic(t, prod, topic, 6)
+			const n = 3000
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			var recs []*kgo.Record
+			for i := range n {
+				recs = append(recs, &kgo.Record{Topic: topic, Key: []byte(strconv.Itoa(i % 60)), Value: []byte(strconv.Itoa(i))})
+			}
+			if err := prod.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+			type rec struct {
+				p   int32
+				off int64
+				v   int
+			}
+			got := make(chan rec, 4*n)
+			for m := range 3 {
+				seed := []string{a.kafka, b.kafka}[m%2]
+				c := kafkaClient(t, kgo.SeedBrokers(seed), kgo.ConsumerGroup(topic), kgo.ConsumeTopics(topic),
+					kgo.Balancers(tc.balancer), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.AutoCommitInterval(200*time.Millisecond))
+				go func() {
+					for ctx.Err() == nil {
+						fs := c.PollFetches(ctx)
+						fs.EachRecord(func(r *kgo.Record) {
+							v, _ := strconv.Atoi(string(r.Value))
+							got <- rec{r.Partition, r.Offset, v}
+						})
+					}
+				}()
+			}
+			seen := make([]bool, n)
+			for left := n; left > 0; {
+				select {
+				case r := <-got:
+					if !seen[r.v] {
+						seen[r.v] = true
+						left--
+					}
+				case <-ctx.Done():
+					t.Fatalf("group consumed %d of %d records", n-left, n)
+				}
+			}
+			// Committed offsets reach the end: a later member of the group
+			// starts there and sees nothing old.
+			adm := kafkaClient(t, kgo.SeedBrokers(b.kafka))
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				req := kmsg.NewPtrOffsetFetchRequest()
+				req.Group = topic
+				resp, err := req.RequestWith(ctx, adm)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var sum int64
+				for _, rt := range resp.Topics {
+					for _, rp := range rt.Partitions {
+						sum += rp.Offset
+					}
+				}
+				if sum == n {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("committed offsets sum to %d, want %d", sum, n)
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+		})
+	}
+}

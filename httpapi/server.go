@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/semaphore"
 
 	"github.com/shalelog/shale"
+	"github.com/shalelog/shale/group"
 	"github.com/shalelog/shale/ingest"
 	"github.com/shalelog/shale/reader"
 	"github.com/shalelog/shale/record"
@@ -43,6 +44,9 @@ type Server struct {
 
 	inflight *semaphore.Weighted
 	http     *http.Server
+
+	groups  *group.Manager // nil: no group endpoints (503)
+	members *shale.Members
 }
 
 // Limits bound what one request may take from a node. Every produce
@@ -130,6 +134,11 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/topics/{topic}/records", s.produce)
 	mux.HandleFunc("GET /v1/topics/{topic}/partitions/{partition}/records", s.read)
 	mux.HandleFunc("GET /v1/topics/{topic}/partitions/{partition}/offset", s.offsetForTime)
+	mux.HandleFunc("GET /v1/groups", s.listGroups)
+	mux.HandleFunc("GET /v1/groups/{group}", s.describeGroup)
+	mux.HandleFunc("DELETE /v1/groups/{group}", s.deleteGroup)
+	mux.HandleFunc("PUT /v1/groups/{group}/offsets", s.setGroupOffsets)
+	mux.HandleFunc("POST /v1/groups/{group}/offsets", s.setGroupOffsets)
 	// Anything else gets a JSON error too, so that a client can tell a
 	// shale server with no such endpoint from some other server.
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -176,7 +185,13 @@ func status(err error) int {
 		return http.StatusUnsupportedMediaType
 	case errors.Is(err, manifest.ErrUnknownTopic), errors.Is(err, manifest.ErrUnknownPartition):
 		return http.StatusNotFound
-	case errors.Is(err, manifest.ErrTopicExists), errors.Is(err, errTopicChanged):
+	case errors.Is(err, errNoGroups):
+		return http.StatusServiceUnavailable
+	case errors.Is(err, errBadOffset):
+		return http.StatusBadRequest
+	case errors.Is(err, errNoGroup):
+		return http.StatusNotFound
+	case errors.Is(err, manifest.ErrTopicExists), errors.Is(err, errTopicChanged), errors.Is(err, errNotEmpty):
 		return http.StatusConflict
 	case errors.Is(err, ingest.ErrTooLarge), errors.Is(err, errTooLarge), errors.As(err, &mbe):
 		return http.StatusRequestEntityTooLarge

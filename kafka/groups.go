@@ -40,6 +40,18 @@ func handleGroup(s *Server, cc *conn, req kmsg.Request) (func() kmsg.Response, e
 	}, nil
 }
 
+// NewGroups returns the group manager of node over its membership m, for
+// the Kafka front end and the others (HTTP) to share. The caller closes it.
+func NewGroups(node *shale.Node, m *shale.Members) *group.Manager {
+	gopts := group.DefaultOptions()
+	gopts.Members = groupMembers{m}
+	if node.Opts.Logger != nil {
+		gopts.Logger = node.Opts.Logger
+	}
+	gopts.StoreTimeout = node.Opts.StoreTimeout
+	return group.New(node.Store, gopts)
+}
+
 // groupMembers adapts the node membership to what package group needs:
 // node names, and the broker id and address FindCoordinator answers with.
 type groupMembers struct{ m *shale.Members }

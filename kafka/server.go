@@ -35,6 +35,12 @@ type Options struct {
 	MaxInflight int
 	// Heartbeat is the membership interval (shale.DefaultHeartbeat).
 	Heartbeat time.Duration
+	// Members and Groups, when set, are the node's membership and group
+	// manager, shared with the other front ends (HTTP serves the same
+	// groups); their owner closes them. When nil, Listen starts its own and
+	// Close closes them.
+	Members *shale.Members
+	Groups  *group.Manager
 }
 
 // Server serves the Kafka protocol for one node.
@@ -65,7 +71,7 @@ func New(node *shale.Node, opts Options) *Server {
 	if opts.MaxInflight <= 0 {
 		opts.MaxInflight = 16
 	}
-	s := &Server{node: node, opts: opts, logger: node.Opts.Logger}
+	s := &Server{node: node, opts: opts, logger: node.Opts.Logger, members: opts.Members, groups: opts.Groups}
 	if s.logger == nil {
 		s.logger = slog.Default()
 	}
@@ -74,14 +80,21 @@ func New(node *shale.Node, opts Options) *Server {
 	return s
 }
 
-// Listen binds addr (port 0 picks a free one), joins the bucket's
-// membership with the advertised address, and serves in the background.
-// It returns the bound address.
+// Listen binds addr (port 0 picks a free one) and serves on it as Serve
+// does. It returns the bound address.
 func (s *Server) Listen(ctx context.Context, addr string) (string, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return "", fmt.Errorf("listen on %s: %w", addr, err)
 	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve serves on ln in the background; Close closes ln. Without
+// Options.Members it first joins the bucket's membership with the
+// advertised address, and without Options.Groups it starts a group
+// manager. It returns the bound address.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) (string, error) {
 	bound := ln.Addr().String()
 	adv := s.opts.Advertise
 	if adv == "" {
@@ -91,16 +104,17 @@ func (s *Server) Listen(ctx context.Context, addr string) (string, error) {
 		ln.Close()
 		return "", fmt.Errorf("advertise %q: %w", adv, err)
 	}
-	self := shale.Member{Name: s.node.Opts.Name, ID: shale.MemberID(s.node.Opts.Name), Addr: adv}
-	if s.members, err = shale.StartMembers(ctx, s.node.Store, self, s.opts.Heartbeat, s.logger); err != nil {
-		ln.Close()
-		return "", err
+	if s.members == nil {
+		self := shale.Member{Name: s.node.Opts.Name, ID: shale.MemberID(s.node.Opts.Name), Addr: adv}
+		var err error
+		if s.members, err = shale.StartMembers(ctx, s.node.Store, self, s.opts.Heartbeat, s.logger); err != nil {
+			ln.Close()
+			return "", err
+		}
 	}
-	gopts := group.DefaultOptions()
-	gopts.Members = groupMembers{s.members}
-	gopts.Logger = s.logger
-	gopts.StoreTimeout = s.node.Opts.StoreTimeout
-	s.groups = group.New(s.node.Store, gopts)
+	if s.groups == nil {
+		s.groups = NewGroups(s.node, s.members)
+	}
 	s.ln = ln
 	s.wg.Add(1)
 	go s.accept()
@@ -162,10 +176,10 @@ func (s *Server) Close() error {
 		s.ln.Close()
 	}
 	s.wg.Wait()
-	if s.groups != nil {
+	if s.groups != nil && s.opts.Groups == nil {
 		err = s.groups.Close()
 	}
-	if s.members != nil {
+	if s.members != nil && s.opts.Members == nil {
 		err = errors.Join(err, s.members.Close())
 	}
 	return err

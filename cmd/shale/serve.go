@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 
+	"github.com/shalelog/shale"
+	"github.com/shalelog/shale/group"
 	"github.com/shalelog/shale/httpapi"
 	"github.com/shalelog/shale/kafka"
 )
@@ -48,21 +51,61 @@ accepted and exits; a second exits at once.`
 	if err != nil {
 		return err
 	}
-	srv := httpapi.New(n, httpapi.DefaultLimits())
-	addr, err := srv.Listen(*listen)
-	if err != nil {
-		cleanup()
+	// The Kafka listener is bound first: the membership advertises its
+	// address. The membership and the group manager are the node's, shared
+	// by both front ends (HTTP reads and sets the groups Kafka clients use).
+	var (
+		ks      *kafka.Server
+		members *shale.Members
+		groups  *group.Manager
+		kaddr   string
+	)
+	closeGroups := func() error {
+		var err error
+		if groups != nil {
+			err = groups.Close()
+		}
+		if members != nil {
+			err = errors.Join(err, members.Close())
+		}
 		return err
 	}
-	var ks *kafka.Server
-	kaddr := ""
 	if *kafkaListen != "" {
-		ks = kafka.New(n, kafka.Options{Advertise: *kafkaAdvertise})
-		if kaddr, err = ks.Listen(ctx, *kafkaListen); err != nil {
-			srv.Close()
+		ln, err := net.Listen("tcp", *kafkaListen)
+		if err != nil {
+			cleanup()
+			return fmt.Errorf("listen on %s: %w", *kafkaListen, err)
+		}
+		adv := *kafkaAdvertise
+		if adv == "" {
+			adv = ln.Addr().String()
+		}
+		self := shale.Member{Name: n.Opts.Name, ID: shale.MemberID(n.Opts.Name), Addr: adv}
+		if members, err = shale.StartMembers(ctx, n.Store, self, 0, logger); err != nil {
+			ln.Close()
 			cleanup()
 			return err
 		}
+		groups = kafka.NewGroups(n, members)
+		ks = kafka.New(n, kafka.Options{Advertise: *kafkaAdvertise, Members: members, Groups: groups})
+		if kaddr, err = ks.Serve(ctx, ln); err != nil {
+			closeGroups()
+			cleanup()
+			return err
+		}
+	}
+	srv := httpapi.New(n, httpapi.DefaultLimits())
+	if groups != nil {
+		srv.SetGroups(groups, members)
+	}
+	addr, err := srv.Listen(*listen)
+	if err != nil {
+		if ks != nil {
+			ks.Close()
+		}
+		closeGroups()
+		cleanup()
+		return err
 	}
 	o := n.Opts
 	logger.Info("shale serving", "http", "http://"+addr, "kafka", kaddr, "store", n.Store.String(), "node", o.Name,
@@ -81,5 +124,5 @@ accepted and exits; a second exits at once.`
 	if ks != nil {
 		kerr = ks.Close()
 	}
-	return errors.Join(kerr, srv.Close(), cleanup())
+	return errors.Join(kerr, srv.Close(), closeGroups(), cleanup())
 }

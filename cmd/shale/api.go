@@ -102,3 +102,37 @@ func transient(err error) bool {
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.As(err, &ne) && ne.Timeout()
 }
+
+func (a *api) groups(ctx context.Context) ([]httpapi.GroupSummary, error) {
+	gs, err := a.c.Groups(ctx)
+	return gs, a.explain(err)
+}
+
+// describeGroup describes a group; ok is false for a group the server does
+// not know (no committed offsets, no members).
+func (a *api) describeGroup(ctx context.Context, name string) (d httpapi.GroupDescription, ok bool, err error) {
+	d, err = a.c.DescribeGroup(ctx, name)
+	if statusOf(err) == http.StatusNotFound && !errors.Is(err, httpapi.ErrNotShale) {
+		return d, false, nil
+	}
+	return d, err == nil, a.explain(err)
+}
+
+// errGroupActive is a refused offset change: Kafka consumers are members.
+var errGroupActive = errors.New("the group has live members: stop its consumers (or wait for their session timeout) and retry; offsets of an active group cannot be changed, as in Kafka")
+
+func (a *api) setGroupOffsets(ctx context.Context, name string, offs []httpapi.PartitionOffset) error {
+	err := a.c.SetGroupOffsets(ctx, name, offs)
+	if statusOf(err) == http.StatusConflict {
+		return fmt.Errorf("group %s: %w", name, errGroupActive)
+	}
+	return a.explain(err)
+}
+
+func (a *api) deleteGroup(ctx context.Context, name string) error {
+	err := a.c.DeleteGroup(ctx, name)
+	if statusOf(err) == http.StatusConflict {
+		return fmt.Errorf("group %s: %w", name, errGroupActive)
+	}
+	return a.explain(err)
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -22,12 +23,18 @@ or, with --follow, waiting for new records; --follow reconnects after a server
 restart and goes on from the next offset.
 Output (--format): text prints each value on a line (or --template); json
 prints one JSON object per record, the input of 'produce --input json'.
+With --group G, each partition starts at G's committed offset (where there is
+none, where --offset, --time or --since say), and the offsets of what was
+printed are committed to G at the end (and every 5s with --follow): the next
+run with --group G goes on from there. G is the same group Kafka consumers
+with group.id G use; it must have no live Kafka members.
 Times are RFC 3339 (2026-11-30T08:00:00Z), dates (2026-11-30, UTC) or
 milliseconds since the epoch.`
 
 const consumeExample = `shale consume orders --offset -10                  # the last 10 records of each partition
 shale consume orders --since 1d --until 2026-11-30 --format json
 shale consume orders --partition 2 --offset end --follow
+shale consume orders --group audit --max 1000      # the next 1000, from where audit stopped
 shale consume orders --template '{{.Partition}}/{{.Offset}} {{.Key}}={{.Value}} {{header "trace"}}'`
 
 // consumeOpts are consume's settings, independent of flags.
@@ -41,6 +48,7 @@ type consumeOpts struct {
 	follow    bool
 	json      bool
 	tmpl      *template.Template
+	group     string // resume from and commit to this group; "" for none
 }
 
 func runConsume(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
@@ -56,6 +64,7 @@ func runConsume(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	follow := f.Bool("follow", false, "at the end, wait for new records instead of stopping")
 	format := f.String("format", "text", "output: text (values, one per line, or --template) or json (one object per line)")
 	tmpl := f.String("template", "", "Go text/template for each record's text line, over .Key .Value .Partition .Offset .Timestamp (ms) .Time .Headers and {{header \"NAME\"}}")
+	groupName := f.String("group", "", "resume from this consumer group's committed offsets and commit what was printed")
 	cf := addClientFlags(f)
 	pos, err := f.parse(args)
 	if err != nil {
@@ -64,7 +73,12 @@ func runConsume(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	if len(pos) != 1 {
 		return usagef("consume takes one topic name")
 	}
-	o := consumeOpts{topic: pos[0], partition: int32(*partition), max: *maxRecs, follow: *follow}
+	o := consumeOpts{topic: pos[0], partition: int32(*partition), max: *maxRecs, follow: *follow, group: *groupName}
+	if o.group != "" {
+		if err := serverOnly(cf, "consume --group"); err != nil {
+			return err
+		}
+	}
 	if o.offset, err = parseOffset(*offset); err != nil {
 		return usagef("--offset: %v", err)
 	}
@@ -156,9 +170,31 @@ func consume(ctx context.Context, a *api, o consumeOpts, d httpapi.TopicDescript
 	// an offset out of range fails the command instead of printing some
 	// partitions and not others.
 	next := make([]int64, len(parts))
+	committed := map[int32]int64{}
+	if o.group != "" {
+		gd, _, err := a.describeGroup(ctx, o.group)
+		if err != nil {
+			return err
+		}
+		if len(gd.Members) > 0 {
+			return fmt.Errorf("group %s: %w", o.group, errGroupActive)
+		}
+		for _, c := range gd.Offsets {
+			if c.Topic == o.topic {
+				committed[c.Partition] = c.Committed
+			}
+		}
+	}
 	for i, p := range parts {
 		info := d.Parts[p]
 		var err error
+		if c, ok := committed[p]; ok {
+			// Retention may have passed the committed offset: go on from
+			// the first record still kept, as Kafka's auto.offset.reset
+			// would.
+			next[i] = min(max(c, info.Start), info.End)
+			continue
+		}
 		if o.from != nil {
 			next[i], err = a.offsetForTime(ctx, o.topic, p, *o.from)
 		} else {
@@ -176,7 +212,28 @@ func consume(ctx context.Context, a *api, o consumeOpts, d httpapi.TopicDescript
 		printed int64
 		errs    []error
 		warned  bool
+		pos     = map[int32]int64{} // the offset after the last record printed
+		synced  = map[int32]int64{} // what was committed to the group
 	)
+	// commit commits the group's new positions; under mu.
+	commit := func(ctx context.Context) error {
+		var offs []httpapi.PartitionOffset
+		for p, n := range pos {
+			if synced[p] != n {
+				offs = append(offs, httpapi.PartitionOffset{Topic: o.topic, Partition: p, Offset: n})
+			}
+		}
+		if len(offs) == 0 {
+			return nil
+		}
+		if err := a.setGroupOffsets(ctx, o.group, offs); err != nil {
+			return fmt.Errorf("commit to group %s: %w", o.group, err)
+		}
+		for _, c := range offs {
+			synced[c.Partition] = c.Offset
+		}
+		return nil
+	}
 	w := bufio.NewWriter(stdout)
 	enc := json.NewEncoder(w)
 	var tmpl *template.Template
@@ -206,6 +263,7 @@ func consume(ctx context.Context, a *api, o consumeOpts, d httpapi.TopicDescript
 				w.WriteByte('\n')
 			}
 			printed++
+			pos[p] = r.Offset + 1
 		}
 		if o.max > 0 && printed >= o.max {
 			cancel()
@@ -240,7 +298,42 @@ func consume(ctx context.Context, a *api, o consumeOpts, d httpapi.TopicDescript
 			}
 		})
 	}
+	if o.group != "" && o.follow {
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			t := time.NewTicker(5 * time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
+				mu.Lock()
+				err := commit(ctx)
+				mu.Unlock()
+				if err != nil && ctx.Err() == nil {
+					warn(err)
+				}
+			}
+		}()
+	}
 	wg.Wait()
+	if o.group != "" {
+		// What was printed is committed even when the run was
+		// interrupted (ctx cancelled by a signal): a fresh context,
+		// bounded by the client's timeout.
+		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), cmp.Or(a.timeout, defaultTimeout))
+		defer ccancel()
+		mu.Lock()
+		if err := commit(cctx); err != nil {
+			errs = append(errs, err)
+		}
+		mu.Unlock()
+	}
 	return errors.Join(errs...)
 }
 

@@ -24,7 +24,8 @@ Usage:
   shale serve   [flags]                 run a node (HTTP API)
   shale topic   create|list|describe|delete ...
   shale produce TOPIC [flags] < input   append records read from stdin
-  shale consume TOPIC [flags]           print records
+  shale consume TOPIC [flags]           print records (--group G: resume and commit)
+  shale group   list|describe|reset|delete ...   consumer groups
   shale bench   [flags]                 measure produce, replay and the store's raw speed
   shale log     verify --store URL      check a bucket's commit log, checkpoints and objects
   shale version                         print the version
@@ -67,6 +68,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		"topic":   runTopic,
 		"produce": runProduce,
 		"consume": runConsume,
+		"group":   runGroup,
 		"bench":   runBench,
 		"log":     runLog,
 		"version": runVersion,

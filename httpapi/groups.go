@@ -217,11 +217,63 @@ func (s *Server) setGroupOffsets(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := s.bounded(r)
 	defer cancel()
-	if err := s.groups.SetOffsets(ctx, r.PathValue("group"), offs); err != nil {
+	name := r.PathValue("group")
+	coord, err := s.groups.Coordinator(ctx, name)
+	if err != nil {
 		s.fail(w, r, groupErr(err))
 		return
 	}
+	if coord == s.members.Self().Name {
+		err = groupErr(s.groups.SetOffsets(ctx, name, offs))
+	} else {
+		// The coordinator holds the group in memory: the offsets are set
+		// there (a Kafka "simple" commit, accepted only while the group
+		// is empty), so that it answers with them at once.
+		err = s.forwardCommit(ctx, name, offs)
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// forwardCommit commits offs as an admin (generation -1, no member id)
+// through the group's coordinator.
+func (s *Server) forwardCommit(ctx context.Context, name string, offs map[string]map[int32]int64) error {
+	cl, err := s.peerClient(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: forward to the coordinator: %w", errUnavailable, err)
+	}
+	defer cl.Close()
+	req := kmsg.NewPtrOffsetCommitRequest()
+	req.Group, req.Generation, req.MemberID = name, -1, ""
+	for t, ps := range offs {
+		rt := kmsg.NewOffsetCommitRequestTopic()
+		rt.Topic = t
+		for p, o := range ps {
+			rp := kmsg.NewOffsetCommitRequestTopicPartition()
+			rp.Partition, rp.Offset, rp.LeaderEpoch = p, o, -1
+			rt.Partitions = append(rt.Partitions, rp)
+		}
+		req.Topics = append(req.Topics, rt)
+	}
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		return fmt.Errorf("%w: forward to the coordinator: %w", errUnavailable, err)
+	}
+	for _, rt := range resp.Topics {
+		for _, rp := range rt.Partitions {
+			switch rp.ErrorCode {
+			case 0:
+			case kerr.UnknownMemberID.Code, kerr.IllegalGeneration.Code, kerr.RebalanceInProgress.Code:
+				return errNotEmpty
+			default:
+				return fmt.Errorf("%w: %s/%d: %w", errUnavailable, rt.Topic, rp.Partition, kerr.ErrorForCode(rp.ErrorCode))
+			}
+		}
+	}
+	return nil
 }
 
 // deleteGroup deletes a group through the Kafka protocol's DeleteGroups,
@@ -266,20 +318,7 @@ func (s *Server) deleteGroup(w http.ResponseWriter, r *http.Request) {
 // forwardDelete sends DeleteGroups to the group's coordinator; franz-go
 // finds the coordinator itself, starting from any live node.
 func (s *Server) forwardDelete(ctx context.Context, name string) (int16, error) {
-	live, err := s.members.Live(ctx)
-	if err != nil {
-		return 0, err
-	}
-	var seeds []string
-	for _, m := range live {
-		if m.Name != s.members.Self().Name {
-			seeds = append(seeds, m.Addr)
-		}
-	}
-	if len(seeds) == 0 {
-		return 0, errors.New("no other live node")
-	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.RequestRetries(3), kgo.RetryTimeout(s.node.Opts.StoreTimeout))
+	cl, err := s.peerClient(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -294,6 +333,25 @@ func (s *Server) forwardDelete(ctx context.Context, name string) (int16, error) 
 		return 0, fmt.Errorf("DeleteGroups answered %d groups", len(resp.Groups))
 	}
 	return resp.Groups[0].ErrorCode, nil
+}
+
+// peerClient is a Kafka client of the other live nodes, for requests only
+// a group's coordinator serves; franz-go finds the coordinator itself.
+func (s *Server) peerClient(ctx context.Context) (*kgo.Client, error) {
+	live, err := s.members.Live(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var seeds []string
+	for _, m := range live {
+		if m.Name != s.members.Self().Name {
+			seeds = append(seeds, m.Addr)
+		}
+	}
+	if len(seeds) == 0 {
+		return nil, errors.New("no other live node")
+	}
+	return kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.RequestRetries(3), kgo.RetryTimeout(s.node.Opts.StoreTimeout))
 }
 
 // Groups lists the consumer groups.

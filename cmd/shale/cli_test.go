@@ -134,7 +134,8 @@ func TestClientTimeout(t *testing.T) {
 // without node tuning outside its --store section, counts without units,
 // positive sizes and durations, exit statuses, version.
 func TestUsage(t *testing.T) {
-	for _, args := range [][]string{{"serve"}, {"produce"}, {"consume"}, {"topic", "create"}, {"topic", "list"}, {"topic", "describe"}, {"topic", "delete"}, {"bench"}, {"version"}, {"log", "verify"}} {
+	for _, args := range [][]string{{"serve"}, {"produce"}, {"consume"}, {"topic", "create"}, {"topic", "list"}, {"topic", "describe"}, {"topic", "delete"}, {"bench"}, {"version"}, {"log", "verify"},
+		{"group", "list"}, {"group", "describe"}, {"group", "reset"}, {"group", "delete"}} {
 		out, errOut, code := runIn(t, "", append(args, "--help")...)
 		if code != 0 || !strings.HasPrefix(out, "Usage: shale "+strings.Join(args, " ")) || !strings.Contains(out, "Example:") || errOut != "" {
 			t.Fatalf("%v --help: exit %d, %q %q", args, code, out, errOut)
@@ -177,6 +178,10 @@ func TestUsage(t *testing.T) {
 		{[]string{"produce", "t", "--server", "http://127.0.0.1:1", "--store", "file:///x"}, 2, "not both"},
 		{[]string{"produce", "t", "--roll-bytes", "1MiB"}, 2, "only with --store"},
 		{[]string{"topic"}, 2, "missing command"},
+		{[]string{"group"}, 2, "missing command"},
+		{[]string{"group", "list", "--store", "file:///x"}, 2, "running server"},
+		{[]string{"consume", "t", "--group", "g", "--store", "file:///x"}, 2, "running server"},
+		{[]string{"group", "reset", "g", "--topic", "t", "--to-time", "soon"}, 2, "--to-time"},
 		{[]string{"topic", "frob"}, 2, "unknown command"},
 		{[]string{"consume", "t", "--server", "http://127.0.0.1:1", "--timeout", "2s"}, 1, "connection refused"},
 		{[]string{"version"}, 0, ""},

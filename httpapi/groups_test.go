@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -35,20 +36,19 @@ func startGroupNode(t *testing.T, s tier.Store, name string) (*Client, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ks := kafka.New(n, kafka.Options{})
 	// Bind first: the membership advertises the Kafka address.
-	kaddr, err := ks.Listen(ctx, "127.0.0.1:0")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ks.Close() // only to learn a free address for this node
+	kaddr := ln.Addr().String()
 	members, err := shale.StartMembers(ctx, s, shale.Member{Name: name, ID: shale.MemberID(name), Addr: kaddr}, 500*time.Millisecond, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	groups := kafka.NewGroups(n, members)
-	ks = kafka.New(n, kafka.Options{Members: members, Groups: groups})
-	if _, err := ks.Listen(ctx, kaddr); err != nil {
+	ks := kafka.New(n, kafka.Options{Members: members, Groups: groups})
+	if _, err := ks.Serve(ctx, ln); err != nil {
 		t.Fatal(err)
 	}
 	srv := New(n, DefaultLimits())

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -201,5 +204,75 @@ func TestGroupCLI(t *testing.T) {
 		if v != [3]int64{120, 120, 0} {
 			t.Fatalf("audit %s: %v", k, v)
 		}
+	}
+}
+
+// TestConsumeGroupFollow: `consume --group --follow` commits what it
+// printed while it runs (every 5s) and when interrupted; the next run
+// prints only what came after.
+func TestConsumeGroupFollow(t *testing.T) {
+	srv := startServer(t, fileStore(t), t.TempDir(), nil)
+	env := []string{"SHALE_SERVER=" + srv.url}
+	mustCLI(t, env, "", "topic", "create", "f", "--partitions", "2")
+	mustCLI(t, env, numbers(1, 10), "produce", "f")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := shaleCmd(ctx, env, "consume", "f", "--group", "tail", "--follow")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr lockedWriter
+	stderr.w = &strings.Builder{}
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	read := func(n int) {
+		for range n {
+			select {
+			case <-lines:
+			case <-ctx.Done():
+				t.Fatalf("consume --follow printed too few lines: %s", stderr.String())
+			}
+		}
+	}
+	read(10)
+	mustCLI(t, env, numbers(11, 15), "produce", "f")
+	read(5)
+	// The periodic commit, while the command still runs.
+	waitFor(t, func() bool {
+		time.Sleep(200 * time.Millisecond)
+		out, _, code := cli(t, env, "", "group", "describe", "tail")
+		if code != 0 {
+			return false // no commit yet
+		}
+		var sum int64
+		for _, v := range groupRows(t, out) {
+			sum += v[0]
+		}
+		return sum == 15
+	})
+	mustCLI(t, env, numbers(16, 17), "produce", "f")
+	read(2)
+	cmd.Process.Signal(syscall.SIGINT)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("consume --follow after SIGINT: %v: %s", err, stderr.String())
+	}
+	mustCLI(t, env, numbers(18, 20), "produce", "f")
+	out := mustCLI(t, env, "", "consume", "f", "--group", "tail")
+	got := strings.Fields(out)
+	sort.Strings(got)
+	if strings.Join(got, " ") != "18 19 20" {
+		t.Fatalf("after the interrupted run: %q, want 18 19 20", out)
 	}
 }

@@ -187,8 +187,8 @@ when they next start. --dry-run prints the plan without committing.
 Times are RFC 3339 (2026-11-30T08:00:00Z), dates (2026-11-30, UTC) or
 milliseconds since the epoch.`
 
-const groupResetExample = `shale group reset billing --topic orders --to-time 2026-10-31      # replay the last month
-shale group reset billing --topic orders --to-latest                   # skip the backlog
+const groupResetExample = `shale group reset billing --topic orders --to-time 2026-10-31   # replay from Oct 31
+shale group reset billing --topic orders --to-latest                # skip the backlog
 shale group reset billing --topic orders --partition 3 --shift-by -100 --dry-run`
 
 func runGroupReset(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -203,6 +203,7 @@ func runGroupReset(ctx context.Context, args []string, stdout, stderr io.Writer)
 	f.last().def = ""
 	toTime := f.String("to-time", "", "the first record at or after this time")
 	shift := f.Count("shift-by", 0, math.MinInt64+1, math.MaxInt64, "the committed offset plus N (negative to go back), clamped")
+	f.last().def = ""
 	dry := f.Bool("dry-run", false, "print the new offsets without committing them")
 	cf := addClientFlags(f)
 	name, err := groupName(f, args)

@@ -171,8 +171,13 @@ func TestGroupCLI(t *testing.T) {
 	if rows := groupRows(t, mustCLI(t, env, "", "group", "describe", "billing")); rows["orders/2"] != [3]int64{0, 120, 120} {
 		t.Fatalf("after --to-time: %v", rows)
 	}
+	mustCLI(t, env, "", "group", "reset", "billing", "--topic", "orders", "--to-time", "2100-01-01")
+	if rows := groupRows(t, mustCLI(t, env, "", "group", "describe", "billing")); rows["orders/2"] != [3]int64{120, 120, 0} {
+		t.Fatalf("after --to-time in the future: %v", rows)
+	}
+	mustCLI(t, env, "", "group", "reset", "billing", "--topic", "orders", "--to-offset", "5")
 	mustCLI(t, env, "", "group", "reset", "billing", "--topic", "orders", "--partition", "1", "--to-latest")
-	if rows := groupRows(t, mustCLI(t, env, "", "group", "describe", "billing")); rows["orders/1"] != [3]int64{120, 120, 0} || rows["orders/2"][0] != 0 {
+	if rows := groupRows(t, mustCLI(t, env, "", "group", "describe", "billing")); rows["orders/1"] != [3]int64{120, 120, 0} || rows["orders/2"][0] != 5 {
 		t.Fatalf("after --to-latest of partition 1: %v", rows)
 	}
 

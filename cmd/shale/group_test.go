@@ -112,6 +112,9 @@ func TestGroupCLI(t *testing.T) {
 	if code != 1 || !strings.Contains(errOut, "live members") {
 		t.Fatalf("reset of a live group: exit %d: %s", code, errOut)
 	}
+	if _, errOut, code := cli(t, env, "", "consume", "orders", "--group", "billing"); code != 1 || !strings.Contains(errOut, "live members") {
+		t.Fatalf("consume --group of a live group: exit %d: %s", code, errOut)
+	}
 	// Usage mistakes: exit 2.
 	for _, args := range [][]string{
 		{"group", "reset", "billing", "--topic", "orders"},

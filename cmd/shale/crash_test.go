@@ -144,7 +144,11 @@ func TestCrashLosesNothingAcknowledged(t *testing.T) {
 				done := make(chan []ack)
 				go func() { done <- writers(t, []string{srv.url}, "crash", partitions, 6, batch, stop) }()
 				if stage == "random" {
-					time.Sleep(time.Duration(300+rand.IntN(700)) * time.Millisecond)
+					// A random moment after the first commits, so that the
+					// crash always has acknowledged batches to lose (a fixed
+					// delay found none on a loaded machine).
+					waitForRecords(t, srv.url, "crash", 3*batch)
+					time.Sleep(time.Duration(rand.IntN(700)) * time.Millisecond)
 					srv.kill()
 				}
 				select {
@@ -176,6 +180,25 @@ func TestCrashLosesNothingAcknowledged(t *testing.T) {
 				checkObjectsWithStockArrow(t, se.open(t)) // orphans of the crash included
 				t.Logf("%d batches acknowledged before the crash, all present", len(acks))
 			})
+		}
+	}
+}
+
+// waitForRecords waits until topic holds at least n committed records.
+func waitForRecords(t *testing.T, url, topic string, n int64) {
+	t.Helper()
+	c := httpapi.NewClient(url)
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		d, err := c.Describe(context.Background(), topic)
+		var sum int64
+		for _, p := range d.Parts {
+			sum += p.End
+		}
+		if err == nil && sum >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("topic %s holds %d records after a minute (err %v), want %d", topic, sum, err, n)
 		}
 	}
 }

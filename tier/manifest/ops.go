@@ -332,3 +332,120 @@ func (l *Log) append(ctx context.Context, objs []PendingObject) (results []Appen
 	})
 	return results, rec, refused, err
 }
+
+// ErrOffsetOutOfRange is returned by Trim for an offset past the
+// partition's end.
+var ErrOffsetOutOfRange = errors.New("offset out of range")
+
+// AddPartitions grows a topic to partitions partitions: the new ones start
+// empty at offset 0 and existing ones keep their offsets. A count not above
+// the current one fails with ErrInvalidTopic, one that would pass the
+// cluster's MaxPartitions with ErrPartitionLimit. With validateOnly it
+// checks against the latest state and commits nothing.
+func (l *Log) AddPartitions(ctx context.Context, name string, partitions int32, validateOnly bool) (Topic, error) {
+	var t Topic
+	err := l.admin(ctx, validateOnly, func(s *State) ([]Op, error) {
+		ts, ok := s.Topics[name]
+		if !ok {
+			return nil, fmt.Errorf("%w %q", ErrUnknownTopic, name)
+		}
+		if err := ValidateTopic(name, partitions); err != nil {
+			return nil, err
+		}
+		if partitions <= ts.Partitions {
+			return nil, fmt.Errorf("%w: topic %q has %d partitions; partitions can be added, not removed", ErrInvalidTopic, name, ts.Partitions)
+		}
+		var total int64
+		for _, t := range s.Topics {
+			total += int64(t.Partitions)
+		}
+		if add := int64(partitions - ts.Partitions); total+add > l.opts.MaxPartitions {
+			return nil, fmt.Errorf("%w: %w: the cluster has %d partitions, %d more would pass the limit of %d", ErrInvalidTopic, ErrPartitionLimit, total, add, l.opts.MaxPartitions)
+		}
+		t = ts.Topic
+		t.Partitions = partitions
+		return []Op{{AddPartitions: &AddPartitionsOp{Name: name, ID: ts.ID, Partitions: partitions}}}, nil
+	})
+	return t, err
+}
+
+// SetRetention sets a topic's retention: a nil value keeps the current
+// one. It is decided on the latest state, so two nodes changing different
+// values do not undo each other. With validateOnly it commits nothing.
+func (l *Log) SetRetention(ctx context.Context, name string, ms, bytes *int64, validateOnly bool) (Topic, error) {
+	var t Topic
+	err := l.admin(ctx, validateOnly, func(s *State) ([]Op, error) {
+		ts, ok := s.Topics[name]
+		if !ok {
+			return nil, fmt.Errorf("%w %q", ErrUnknownTopic, name)
+		}
+		t = ts.Topic
+		if ms != nil {
+			t.Retention.Ms = *ms
+		}
+		if bytes != nil {
+			t.Retention.Bytes = *bytes
+		}
+		if t.Retention == ts.Retention {
+			return nil, nil
+		}
+		return []Op{{SetTopicConfig: &TopicConfigOp{Name: name, ID: ts.ID, Retention: t.Retention}}}, nil
+	})
+	return t, err
+}
+
+// TrimToEnd asks Trim for the partition's end offset at the time of the
+// commit (Kafka's DeleteRecords offset -1, the high watermark).
+const TrimToEnd = -1
+
+// Trim advances a partition's start offset to offset (or TrimToEnd) and
+// returns the start offset after it. An offset at or below the current
+// start changes nothing (the start never goes back); one past the end
+// fails with ErrOffsetOutOfRange. Readers refuse offsets below the start
+// from then on; the records stay in their objects until the compactor
+// reclaims them.
+func (l *Log) Trim(ctx context.Context, topic string, partition int32, offset int64) (int64, error) {
+	var start int64
+	err := l.admin(ctx, false, func(s *State) ([]Op, error) {
+		p, err := s.partition(topic, "", partition)
+		if err != nil {
+			return nil, err
+		}
+		to := offset
+		if to == TrimToEnd {
+			to = p.End
+		}
+		if to < 0 || to > p.End {
+			return nil, fmt.Errorf("trim %s/%d to %d: %w: offsets are %d to %d", topic, partition, to, ErrOffsetOutOfRange, p.Start, p.End)
+		}
+		if start = p.Start; to <= p.Start {
+			return nil, nil
+		}
+		start = to
+		return []Op{{Trim: &TrimOp{Topic: topic, TopicID: s.Topics[topic].ID, Partition: partition, Start: to}}}, nil
+	})
+	return start, err
+}
+
+// admin runs build for a topic admin change after catching up with the
+// log, so it is judged on what other nodes committed too, and commits its
+// operations unless validateOnly; then it only checks them as a commit
+// would.
+func (l *Log) admin(ctx context.Context, validateOnly bool, build func(s *State) ([]Op, error)) error {
+	if err := l.Sync(ctx); err != nil {
+		return err
+	}
+	if !validateOnly {
+		_, err := l.commit(ctx, func(s *State, _ int64) ([]Op, error) { return build(s) })
+		return err
+	}
+	var err error
+	l.View(func(s *State) {
+		var ops []Op
+		if ops, err = build(s); err != nil || len(ops) == 0 {
+			return
+		}
+		err = s.checkCommit(&Commit{Version: commitVersion(ops), Seq: s.Seq + 1, TimeMs: l.opts.Now().UnixMilli(), Ops: ops})
+	})
+	return err
+}

@@ -367,3 +367,51 @@ func TestDeleteRecords(t *testing.T) {
 		t.Fatalf("produce after trimming everything: offset %d, want 10", off)
 	}
 }
+
+// TestCreatePartitionsTwoNodes: a topic grown through one node is served
+// grown by the other, which had seen the topic before: producing to a
+// new partition through it and reading back work.
+func TestCreatePartitionsTwoNodes(t *testing.T) {
+	s := fileStore(t)
+	_, _, a := startNode(t, s, "a")
+	nb, _, b := startNode(t, s, "b")
+	ca := newClient(t, kgo.SeedBrokers(a))
+	createTopic(t, ca, "grow2", 1)
+	produceTo(t, b, "grow2", 0, 1) // b knows the topic with 1 partition
+	req := kmsg.NewPtrCreatePartitionsRequest()
+	rt := kmsg.NewCreatePartitionsRequestTopic()
+	rt.Topic, rt.Count = "grow2", 3
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(context.Background(), ca)
+	if err != nil || resp.Topics[0].ErrorCode != 0 {
+		t.Fatalf("grow: %v %+v", err, resp)
+	}
+	// b saw the topic with one partition; asked for a new one, it looks
+	// at the log again (manifest.Log.TopicPartition, which front ends
+	// use to check partitions).
+	ctx := context.Background()
+	if tp, err := nb.Log.TopicPartition(ctx, "grow2", 2); err != nil || tp.Partitions != 3 {
+		t.Fatalf("b asked for partition 2: %+v, %v", tp, err)
+	}
+	if off, err := nb.Ingest.Append(ctx, "grow2", 2, []record.Record{{Value: []byte("b")}}); err != nil || off != 0 {
+		t.Fatalf("append to partition 2 on b: %d, %v", off, err)
+	}
+	if res, err := nb.Reader.Read(ctx, "grow2", 2, 0, 10, 1<<20, 0); err != nil || len(res.Records) != 1 {
+		t.Fatalf("read partition 2 on b: %v, %+v", err, res)
+	}
+	cb := newClient(t, kgo.SeedBrokers(b))
+	for p := int32(0); p < 3; p++ {
+		want := int64(0)
+		if p != 1 {
+			want = 1
+		}
+		if off := produceTo(t, b, "grow2", p, 1); off != want {
+			t.Fatalf("produce to partition %d through b: offset %d, want %d", p, off, want)
+		}
+		// The fetch may go to the node that did not take the produce and
+		// has not looked since: its high watermark may lag by the record.
+		if code, hw, _, _ := fetchAt(t, cb, "grow2", p, 0); code != 0 || hw < want {
+			t.Fatalf("fetch partition %d through b: code %d, high watermark %d", p, code, hw)
+		}
+	}
+}

@@ -59,10 +59,17 @@ func TestAddPartitions(t *testing.T) {
 	if v := recordVersion(t, a, a.Seq()); v != 3 {
 		t.Fatalf("add_partitions record is version %d, want 3", v)
 	}
-	// b learns of the growth when it looks, and appends to the new
-	// partition from offset 0 beside the old ones.
-	if err := b.Sync(ctx); err != nil {
+	// b, which saw the topic with 2 partitions, learns of the growth
+	// when asked for a new partition, and appends to it from offset 0
+	// beside the old ones.
+	if _, err := b.Topic(ctx, "t"); err != nil {
 		t.Fatal(err)
+	}
+	if tp, err := b.TopicPartition(ctx, "t", 3); err != nil || tp.Partitions != 4 {
+		t.Fatalf("b, behind, asked for a new partition: %+v, %v", tp, err)
+	}
+	if _, err := b.TopicPartition(ctx, "t", 4); !errors.Is(err, ErrUnknownPartition) {
+		t.Fatalf("partition 4: %v", err)
 	}
 	res, err := b.Append(ctx, []PendingObject{pending("o2", "t", 0, 3)})
 	if err != nil || res[0].Err[0] != nil || res[0].Err[1] != nil || res[0].Base[0] != 3 || res[0].Base[1] != 0 {

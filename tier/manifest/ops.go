@@ -449,3 +449,26 @@ func (l *Log) admin(ctx context.Context, validateOnly bool, build func(s *State)
 	})
 	return err
 }
+
+// TopicPartition returns a topic's configuration after checking that it
+// has partition. A topic or partition this node does not know may have
+// been created or added on another node since it last looked, so it
+// catches up with the log once before answering ErrUnknownTopic or
+// ErrUnknownPartition. Front ends check a request's partition with it.
+func (l *Log) TopicPartition(ctx context.Context, name string, partition int32) (Topic, error) {
+	for synced := false; ; synced = true {
+		t, err := l.Topic(ctx, name)
+		if err != nil {
+			return t, err // Topic caught up already
+		}
+		if partition >= 0 && partition < t.Partitions {
+			return t, nil
+		}
+		if synced || partition < 0 {
+			return t, fmt.Errorf("%w %d of topic %q: valid partitions are 0 to %d", ErrUnknownPartition, partition, name, t.Partitions-1)
+		}
+		if err := l.Sync(ctx); err != nil {
+			return Topic{}, err
+		}
+	}
+}

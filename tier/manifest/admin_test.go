@@ -144,6 +144,14 @@ func TestTrim(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	trim := func(reqs ...TrimRequest) []TrimResult {
+		t.Helper()
+		res, err := a.Trim(ctx, reqs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
 	for _, c := range []struct {
 		offset, want int64
 		err          error
@@ -154,19 +162,27 @@ func TestTrim(t *testing.T) {
 		{-5, 0, ErrOffsetOutOfRange},
 		{TrimToEnd, 6, nil},
 	} {
-		start, err := a.Trim(ctx, "t", 0, c.offset)
-		if !errors.Is(err, c.err) || (err == nil && start != c.want) {
-			t.Fatalf("trim to %d: start %d, %v; want %d, %v", c.offset, start, err, c.want, c.err)
+		r := trim(TrimRequest{"t", 0, c.offset})[0]
+		if !errors.Is(r.Err, c.err) || (r.Err == nil && r.Start != c.want) {
+			t.Fatalf("trim to %d: start %d, %v; want %d, %v", c.offset, r.Start, r.Err, c.want, c.err)
 		}
-	}
-	if _, err := a.Trim(ctx, "t", 2, 0); !errors.Is(err, ErrUnknownPartition) {
-		t.Fatalf("trim an unknown partition: %v", err)
-	}
-	if start, err := a.Trim(ctx, "t", 1, TrimToEnd); err != nil || start != 0 {
-		t.Fatalf("trim an empty partition: %d, %v", start, err)
 	}
 	if a.Seq() != 5 || recordVersion(t, a, 4) != 3 {
 		t.Fatalf("seq %d, want 5 (create, 2 appends, 2 trims)", a.Seq())
+	}
+	// Several partitions in one commit; the failures are left out.
+	if _, err := a.Append(ctx, []PendingObject{pending("o3", "t", 1)}); err != nil {
+		t.Fatal(err)
+	}
+	res := trim(TrimRequest{"t", 2, 0}, TrimRequest{"t", 1, 1}, TrimRequest{"nope", 0, 0}, TrimRequest{"t", 1, 2}, TrimRequest{"t", 1, 1}, TrimRequest{"t", 0, TrimToEnd})
+	want := []TrimResult{{0, ErrUnknownPartition}, {1, nil}, {0, ErrUnknownTopic}, {2, nil}, {2, nil}, {6, nil}}
+	for i, r := range res {
+		if !errors.Is(r.Err, want[i].Err) || (r.Err == nil && r.Start != want[i].Start) {
+			t.Errorf("request %d: %+v, want %+v", i, r, want[i])
+		}
+	}
+	if a.Seq() != 7 {
+		t.Fatalf("seq %d, want 7 (one commit for the trims)", a.Seq())
 	}
 	b := openLog(t, s, Options{})
 	start, end, entries, err := b.Locate(ctx, "t", 0, 0, 10)

@@ -398,33 +398,65 @@ func (l *Log) SetRetention(ctx context.Context, name string, ms, bytes *int64, v
 // commit (Kafka's DeleteRecords offset -1, the high watermark).
 const TrimToEnd = -1
 
-// Trim advances a partition's start offset to offset (or TrimToEnd) and
-// returns the start offset after it. An offset at or below the current
-// start changes nothing (the start never goes back); one past the end
-// fails with ErrOffsetOutOfRange. Readers refuse offsets below the start
-// from then on; the records stay in their objects until the compactor
-// reclaims them.
-func (l *Log) Trim(ctx context.Context, topic string, partition int32, offset int64) (int64, error) {
-	var start int64
+// TrimRequest asks to advance one partition's start offset to Offset, or
+// to its end offset at the time of the commit (TrimToEnd).
+type TrimRequest struct {
+	Topic     string
+	Partition int32
+	Offset    int64
+}
+
+// TrimResult is a partition's start offset after a trim, or why it was not
+// trimmed.
+type TrimResult struct {
+	Start int64
+	Err   error
+}
+
+// Trim advances partitions' start offsets, in one commit, and returns
+// each start offset after it (parallel to reqs). An offset at or below the
+// current start changes nothing (the start never goes back); one past the
+// end fails with ErrOffsetOutOfRange, an unknown topic or partition with
+// ErrUnknownTopic or ErrUnknownPartition; the others are committed. Readers
+// refuse offsets below the start from then on; the records stay in their
+// objects until the compactor reclaims them. The error is the commit's:
+// then no partition was trimmed.
+func (l *Log) Trim(ctx context.Context, reqs []TrimRequest) ([]TrimResult, error) {
+	var res []TrimResult
 	err := l.admin(ctx, false, func(s *State) ([]Op, error) {
-		p, err := s.partition(topic, "", partition)
-		if err != nil {
-			return nil, err
+		res = make([]TrimResult, len(reqs))
+		starts := map[*Partition]int64{} // after the requests so far
+		var ops []Op
+		for i, r := range reqs {
+			p, err := s.partition(r.Topic, "", r.Partition)
+			if err != nil {
+				res[i].Err = err
+				continue
+			}
+			start, ok := starts[p]
+			if !ok {
+				start = p.Start
+			}
+			to := r.Offset
+			if to == TrimToEnd {
+				to = p.End
+			}
+			if to < 0 || to > p.End {
+				res[i].Err = fmt.Errorf("trim %s/%d to %d: %w: offsets are %d to %d", r.Topic, r.Partition, to, ErrOffsetOutOfRange, start, p.End)
+				continue
+			}
+			if res[i].Start = start; to <= start {
+				continue
+			}
+			res[i].Start, starts[p] = to, to
+			ops = append(ops, Op{Trim: &TrimOp{Topic: r.Topic, TopicID: s.Topics[r.Topic].ID, Partition: r.Partition, Start: to}})
 		}
-		to := offset
-		if to == TrimToEnd {
-			to = p.End
-		}
-		if to < 0 || to > p.End {
-			return nil, fmt.Errorf("trim %s/%d to %d: %w: offsets are %d to %d", topic, partition, to, ErrOffsetOutOfRange, p.Start, p.End)
-		}
-		if start = p.Start; to <= p.Start {
-			return nil, nil
-		}
-		start = to
-		return []Op{{Trim: &TrimOp{Topic: topic, TopicID: s.Topics[topic].ID, Partition: partition, Start: to}}}, nil
+		return ops, nil
 	})
-	return start, err
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
 }
 
 // admin runs build for a topic admin change after catching up with the

@@ -315,13 +315,13 @@ func TestDeleteRecords(t *testing.T) {
 		}
 		return codes, lows
 	}
-	earliest := func() int64 {
+	listOffset := func(ts int64) int64 {
 		t.Helper()
 		req := kmsg.NewPtrListOffsetsRequest()
 		rt := kmsg.NewListOffsetsRequestTopic()
 		rt.Topic = "trim"
 		rp := kmsg.NewListOffsetsRequestTopicPartition()
-		rp.Timestamp = -2
+		rp.Timestamp = ts
 		rt.Partitions = append(rt.Partitions, rp)
 		req.Topics = append(req.Topics, rt)
 		resp, err := req.RequestWith(ctx, c)
@@ -335,8 +335,11 @@ func TestDeleteRecords(t *testing.T) {
 	if codes[0] != 0 || lows[0] != 4 || codes[1] != 0 || lows[1] != 0 || codes[2] != kerr.UnknownTopicOrPartition.Code {
 		t.Fatalf("delete records: codes %v, low watermarks %v", codes, lows)
 	}
-	if e := earliest(); e != 4 {
+	if e := listOffset(-2); e != 4 {
 		t.Fatalf("earliest offset %d, want 4", e)
+	}
+	if e := listOffset(0); e != 4 {
+		t.Fatalf("offset for timestamp 0: %d, want the start 4", e)
 	}
 	if code, _, _, _ := fetchAt(t, c, "trim", 0, 2); code != kerr.OffsetOutOfRange.Code {
 		t.Fatalf("fetch below the start: code %d, want OFFSET_OUT_OF_RANGE", code)
@@ -360,7 +363,7 @@ func TestDeleteRecords(t *testing.T) {
 	if codes, lows := deleteRecords(0, -1); codes[0] != 0 || lows[0] != 10 {
 		t.Fatalf("delete records to the high watermark: code %d, low watermark %d", codes[0], lows[0])
 	}
-	if e := earliest(); e != 10 {
+	if e := listOffset(-2); e != 10 {
 		t.Fatalf("earliest offset %d, want 10", e)
 	}
 	if off := produceTo(t, addr, "trim", 0, 1); off != 10 {

@@ -184,6 +184,14 @@ func TestTrim(t *testing.T) {
 	if a.Seq() != 7 {
 		t.Fatalf("seq %d, want 7 (one commit for the trims)", a.Seq())
 	}
+	// A time lookup skips what is below the start: every entry of t/0
+	// has timestamps 1-2 (pending), all below the start 6.
+	if off, err := a.FindTime(ctx, "t", 0, 0); err != nil || off != 6 {
+		t.Fatalf("find time below the start: %d, %v; want 6", off, err)
+	}
+	if off, err := a.FindTime(ctx, "t", 1, 0); err != nil || off != 2 {
+		t.Fatalf("find time in an entry straddling the start: %d, %v; want the start 2", off, err)
+	}
 	b := openLog(t, s, Options{})
 	start, end, entries, err := b.Locate(ctx, "t", 0, 0, 10)
 	if err != nil || start != 6 || end != 6 || len(entries) != 2 {

@@ -160,31 +160,33 @@ func (l *Log) Locate(ctx context.Context, topic string, partition int32, offset 
 // FindTime returns the offset of the first entry whose records may have a
 // timestamp at or after ts (its max timestamp is >= ts), or the end offset
 // if there is none. The caller scans that entry for the exact record.
+// Offsets below the partition's start are not considered: an entry that
+// straddles the start answers the start.
 //
 // Timestamps are set by producers and need not grow with offsets, so this
 // scans page summaries and then entries in offset order; it reads a page
 // only when the page's max timestamp says it holds a match.
 func (l *Log) FindTime(ctx context.Context, topic string, partition int32, ts int64) (int64, error) {
 	var (
-		off   int64
-		err   error
-		pages []PageRef
+		off, start int64
+		err        error
+		pages      []PageRef
 	)
 	l.View(func(s *State) {
 		var p *Partition
 		if p, err = s.partition(topic, "", partition); err != nil {
 			return
 		}
-		off = p.End
+		off, start = p.End, p.Start
 		for i, pg := range p.Pages {
-			if pg.MaxTs >= ts {
+			if pg.MaxTs >= ts && pg.End > start {
 				pages = slices.Clone(p.Pages[i:])
 				break
 			}
 		}
 		for _, e := range p.Entries {
-			if e.MaxTs >= ts {
-				off = e.Base
+			if e.MaxTs >= ts && e.End() > start {
+				off = max(e.Base, start)
 				return
 			}
 		}
@@ -193,7 +195,7 @@ func (l *Log) FindTime(ctx context.Context, topic string, partition int32, ts in
 		return 0, err
 	}
 	for _, ref := range pages {
-		if ref.MaxTs < ts {
+		if ref.MaxTs < ts || ref.End <= start {
 			continue
 		}
 		es, err := l.loadPage(ctx, ref)
@@ -201,8 +203,8 @@ func (l *Log) FindTime(ctx context.Context, topic string, partition int32, ts in
 			return 0, err
 		}
 		for _, e := range es {
-			if e.MaxTs >= ts {
-				return e.Base, nil
+			if e.MaxTs >= ts && e.End() > start {
+				return max(e.Base, start), nil
 			}
 		}
 	}

@@ -93,18 +93,19 @@ func (ch *retentionChange) set(name string, value *string) error {
 // own fault) to a resource with n configs, returning the response's error
 // code and message.
 func (s *Server) alterConfigs(typ kmsg.ConfigResourceType, name string, n int, ch retentionChange, validateOnly bool, err error) (int16, *string) {
+	if typ != kmsg.ConfigResourceTypeTopic && typ != kmsg.ConfigResourceTypeBroker {
+		err = fmt.Errorf("%w: resource type %v has no configs in shale", errInvalidRequest, typ)
+	}
 	if err == nil {
 		switch typ {
 		case kmsg.ConfigResourceTypeTopic:
 			ctx, cancel := context.WithTimeout(s.ctx, s.node.Opts.StoreTimeout)
 			_, err = s.node.Log.SetRetention(ctx, name, ch.ms, ch.bytes, validateOnly)
 			cancel()
-		case kmsg.ConfigResourceTypeBroker:
+		default: // a broker
 			if n > 0 {
 				err = fmt.Errorf("%w: shale nodes have no dynamic configs", errInvalidConfig)
 			}
-		default:
-			err = fmt.Errorf("%w: resource type %v has no configs in shale", errInvalidRequest, typ)
 		}
 	}
 	if err == nil {

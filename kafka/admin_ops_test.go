@@ -418,3 +418,66 @@ func TestCreatePartitionsTwoNodes(t *testing.T) {
 		}
 	}
 }
+
+// TestAdminEdgeValues: extreme and missing values get error codes, never
+// a panic or a closed connection.
+func TestAdminEdgeValues(t *testing.T) {
+	_, _, addr := startNode(t, fileStore(t), "edge")
+	c := newClient(t, kgo.SeedBrokers(addr))
+	ctx := context.Background()
+	createTopic(t, c, "edge", 1)
+	broker := c.Broker(int(shale.MemberID("edge")))
+
+	cp := kmsg.NewPtrCreatePartitionsRequest()
+	for _, n := range []int32{-5, 0, 1 << 30, 100001} {
+		rt := kmsg.NewCreatePartitionsRequestTopic()
+		rt.Topic, rt.Count = "edge", n
+		cp.Topics = append(cp.Topics, rt)
+		resp, err := broker.Request(ctx, cp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code := resp.(*kmsg.CreatePartitionsResponse).Topics[0].ErrorCode; code != kerr.InvalidPartitions.Code {
+			t.Errorf("count %d: code %d, want INVALID_PARTITIONS", n, code)
+		}
+		cp.Topics = nil
+	}
+
+	ac := kmsg.NewPtrAlterConfigsRequest()
+	for _, typ := range []kmsg.ConfigResourceType{kmsg.ConfigResourceTypeTopic, kmsg.ConfigResourceTypeBroker, 99} {
+		r := kmsg.NewAlterConfigsRequestResource()
+		r.ResourceType, r.ResourceName = typ, "edge"
+		r.Configs = append(r.Configs, kmsg.NewAlterConfigsRequestResourceConfig()) // no name, nil value
+		r.Configs[0].Name = "retention.ms"
+		ac.Resources = append(ac.Resources, r)
+	}
+	resp, err := broker.Request(ctx, ac)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []int16{kerr.InvalidConfig.Code, kerr.InvalidConfig.Code, kerr.InvalidRequest.Code}
+	for i, r := range resp.(*kmsg.AlterConfigsResponse).Resources {
+		if r.ErrorCode != want[i] {
+			t.Errorf("alter resource type %d with a nil value: code %d, want %d", r.ResourceType, r.ErrorCode, want[i])
+		}
+	}
+
+	dr := kmsg.NewPtrDeleteRecordsRequest()
+	rt := kmsg.NewDeleteRecordsRequestTopic()
+	rt.Topic = "edge"
+	for _, off := range []int64{-2, -1 << 63, 1<<63 - 1} {
+		rp := kmsg.NewDeleteRecordsRequestTopicPartition()
+		rp.Offset = off
+		rt.Partitions = append(rt.Partitions, rp)
+	}
+	dr.Topics = append(dr.Topics, rt)
+	dresp, err := broker.Request(ctx, dr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range dresp.(*kmsg.DeleteRecordsResponse).Topics[0].Partitions {
+		if p.ErrorCode != kerr.OffsetOutOfRange.Code || p.LowWatermark != -1 {
+			t.Errorf("delete records to %d: code %d, low watermark %d", rt.Partitions[i].Offset, p.ErrorCode, p.LowWatermark)
+		}
+	}
+}

@@ -18,6 +18,13 @@ var errCorrupt = errors.New("corrupt record batch")
 // transactional batch, which shale does not serve.
 var errUnsupportedFormat = errors.New("unsupported record batch format")
 
+// errInvalidConfig is a config shale does not keep, or a value it refuses.
+var errInvalidConfig = errors.New("invalid config")
+
+// errInvalidRequest is a request that contradicts itself (a resource or
+// config named twice).
+var errInvalidRequest = errors.New("invalid request")
+
 // code maps a node error to the Kafka error code clients act on. Store
 // trouble maps to codes clients retry: NOT_ENOUGH_REPLICAS where nothing
 // was written (back-pressure), REQUEST_TIMED_OUT where the records' fate
@@ -30,7 +37,7 @@ func code(err error) int16 {
 		return 0
 	case errors.Is(err, manifest.ErrUnknownTopic), errors.Is(err, manifest.ErrUnknownPartition):
 		return kerr.UnknownTopicOrPartition.Code
-	case errors.Is(err, reader.ErrOffsetOutOfRange):
+	case errors.Is(err, reader.ErrOffsetOutOfRange), errors.Is(err, manifest.ErrOffsetOutOfRange):
 		return kerr.OffsetOutOfRange.Code
 	case errors.Is(err, errCorrupt):
 		return kerr.CorruptMessage.Code
@@ -60,6 +67,10 @@ func code(err error) int16 {
 		return kerr.PolicyViolation.Code
 	case errors.Is(err, manifest.ErrInvalidTopic):
 		return kerr.InvalidTopicException.Code
+	case errors.Is(err, errInvalidConfig):
+		return kerr.InvalidConfig.Code
+	case errors.Is(err, errInvalidRequest):
+		return kerr.InvalidRequest.Code
 	}
 	return kerr.UnknownServerError.Code
 }

@@ -53,6 +53,14 @@ func seedCommits() [][]byte {
 		{Ops: []Op{{Append: &AppendOp{Object: "p", Size: 64, Parts: []AppendPart{
 			{Topic: "t", TopicID: "tid", Partition: 0, Base: 3, Span: span, Producers: []ProducerBatch{{ID: 3, Epoch: 1, FirstSeq: 2, LastSeq: 2}}}}}}}},
 		{Ops: []Op{{ProducerIDs: &ProducerIDsOp{First: 9, Count: 5}}}},
+		// Topic admin (version 3): grow t and append to a new partition,
+		// set u's retention, trim t/1; then a shrink and a trim backwards.
+		{Ops: []Op{{AddPartitions: &AddPartitionsOp{Name: "t", ID: "tid", Partitions: 4}},
+			{Append: &AppendOp{Object: "q", Size: 64, Parts: []AppendPart{{Topic: "t", TopicID: "tid", Partition: 3, Base: 0, Span: span}}}},
+			{SetTopicConfig: &TopicConfigOp{Name: "u", ID: "uid", Retention: Retention{Ms: 1000, Bytes: -1}}},
+			{Trim: &TrimOp{Topic: "t", TopicID: "tid", Partition: 1, Start: 7}},
+			{Trim: &TrimOp{Topic: "t", TopicID: "tid", Partition: 3, Start: 2}}}},
+		{Ops: []Op{{AddPartitions: &AddPartitionsOp{Name: "t", ID: "tid", Partitions: 1}}, {Trim: &TrimOp{Topic: "t", TopicID: "tid", Partition: 1, Start: 16}}}},
 	}
 	var out [][]byte
 	for _, c := range commits {
@@ -60,7 +68,7 @@ func seedCommits() [][]byte {
 		b, _ := json.Marshal(c)
 		out = append(out, b)
 	}
-	return append(out, []byte(`{"v":1,"seq":3,"ops":[null,{}]}`), []byte(`{"v":3}`), []byte(`[]`))
+	return append(out, []byte(`{"v":1,"seq":3,"ops":[null,{}]}`), []byte(`{"v":4}`), []byte(`[]`))
 }
 
 // FuzzDecodeCommit: decoding and checking any bytes never panics, and a

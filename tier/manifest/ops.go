@@ -160,31 +160,33 @@ func (l *Log) Locate(ctx context.Context, topic string, partition int32, offset 
 // FindTime returns the offset of the first entry whose records may have a
 // timestamp at or after ts (its max timestamp is >= ts), or the end offset
 // if there is none. The caller scans that entry for the exact record.
+// Offsets below the partition's start are not considered: an entry that
+// straddles the start answers the start.
 //
 // Timestamps are set by producers and need not grow with offsets, so this
 // scans page summaries and then entries in offset order; it reads a page
 // only when the page's max timestamp says it holds a match.
 func (l *Log) FindTime(ctx context.Context, topic string, partition int32, ts int64) (int64, error) {
 	var (
-		off   int64
-		err   error
-		pages []PageRef
+		off, start int64
+		err        error
+		pages      []PageRef
 	)
 	l.View(func(s *State) {
 		var p *Partition
 		if p, err = s.partition(topic, "", partition); err != nil {
 			return
 		}
-		off = p.End
+		off, start = p.End, p.Start
 		for i, pg := range p.Pages {
-			if pg.MaxTs >= ts {
+			if pg.MaxTs >= ts && pg.End > start {
 				pages = slices.Clone(p.Pages[i:])
 				break
 			}
 		}
 		for _, e := range p.Entries {
-			if e.MaxTs >= ts {
-				off = e.Base
+			if e.MaxTs >= ts && e.End() > start {
+				off = max(e.Base, start)
 				return
 			}
 		}
@@ -193,7 +195,7 @@ func (l *Log) FindTime(ctx context.Context, topic string, partition int32, ts in
 		return 0, err
 	}
 	for _, ref := range pages {
-		if ref.MaxTs < ts {
+		if ref.MaxTs < ts || ref.End <= start {
 			continue
 		}
 		es, err := l.loadPage(ctx, ref)
@@ -201,8 +203,8 @@ func (l *Log) FindTime(ctx context.Context, topic string, partition int32, ts in
 			return 0, err
 		}
 		for _, e := range es {
-			if e.MaxTs >= ts {
-				return e.Base, nil
+			if e.MaxTs >= ts && e.End() > start {
+				return max(e.Base, start), nil
 			}
 		}
 	}
@@ -331,4 +333,176 @@ func (l *Log) append(ctx context.Context, objs []PendingObject) (results []Appen
 		return ops, nil
 	})
 	return results, rec, refused, err
+}
+
+// ErrOffsetOutOfRange is returned by Trim for an offset past the
+// partition's end.
+var ErrOffsetOutOfRange = errors.New("offset out of range")
+
+// AddPartitions grows a topic to partitions partitions: the new ones start
+// empty at offset 0 and existing ones keep their offsets. A count not above
+// the current one fails with ErrInvalidTopic, one that would pass the
+// cluster's MaxPartitions with ErrPartitionLimit. With validateOnly it
+// checks against the latest state and commits nothing.
+func (l *Log) AddPartitions(ctx context.Context, name string, partitions int32, validateOnly bool) (Topic, error) {
+	var t Topic
+	err := l.admin(ctx, validateOnly, func(s *State) ([]Op, error) {
+		ts, ok := s.Topics[name]
+		if !ok {
+			return nil, fmt.Errorf("%w %q", ErrUnknownTopic, name)
+		}
+		if err := ValidateTopic(name, partitions); err != nil {
+			return nil, err
+		}
+		if partitions <= ts.Partitions {
+			return nil, fmt.Errorf("%w: topic %q has %d partitions; partitions can be added, not removed", ErrInvalidTopic, name, ts.Partitions)
+		}
+		var total int64
+		for _, t := range s.Topics {
+			total += int64(t.Partitions)
+		}
+		if add := int64(partitions - ts.Partitions); total+add > l.opts.MaxPartitions {
+			return nil, fmt.Errorf("%w: %w: the cluster has %d partitions, %d more would pass the limit of %d", ErrInvalidTopic, ErrPartitionLimit, total, add, l.opts.MaxPartitions)
+		}
+		t = ts.Topic
+		t.Partitions = partitions
+		return []Op{{AddPartitions: &AddPartitionsOp{Name: name, ID: ts.ID, Partitions: partitions}}}, nil
+	})
+	return t, err
+}
+
+// SetRetention sets a topic's retention: a nil value keeps the current
+// one. It is decided on the latest state, so two nodes changing different
+// values do not undo each other. With validateOnly it commits nothing.
+func (l *Log) SetRetention(ctx context.Context, name string, ms, bytes *int64, validateOnly bool) (Topic, error) {
+	var t Topic
+	err := l.admin(ctx, validateOnly, func(s *State) ([]Op, error) {
+		ts, ok := s.Topics[name]
+		if !ok {
+			return nil, fmt.Errorf("%w %q", ErrUnknownTopic, name)
+		}
+		t = ts.Topic
+		if ms != nil {
+			t.Retention.Ms = *ms
+		}
+		if bytes != nil {
+			t.Retention.Bytes = *bytes
+		}
+		if t.Retention == ts.Retention {
+			return nil, nil
+		}
+		return []Op{{SetTopicConfig: &TopicConfigOp{Name: name, ID: ts.ID, Retention: t.Retention}}}, nil
+	})
+	return t, err
+}
+
+// TrimToEnd asks Trim for the partition's end offset at the time of the
+// commit (Kafka's DeleteRecords offset -1, the high watermark).
+const TrimToEnd = -1
+
+// TrimRequest asks to advance one partition's start offset to Offset, or
+// to its end offset at the time of the commit (TrimToEnd).
+type TrimRequest struct {
+	Topic     string
+	Partition int32
+	Offset    int64
+}
+
+// TrimResult is a partition's start offset after a trim, or why it was not
+// trimmed.
+type TrimResult struct {
+	Start int64
+	Err   error
+}
+
+// Trim advances partitions' start offsets, in one commit, and returns
+// each start offset after it (parallel to reqs). An offset at or below the
+// current start changes nothing (the start never goes back); one past the
+// end fails with ErrOffsetOutOfRange, an unknown topic or partition with
+// ErrUnknownTopic or ErrUnknownPartition; the others are committed. Readers
+// refuse offsets below the start from then on; the records stay in their
+// objects until the compactor reclaims them. The error is the commit's:
+// then no partition was trimmed.
+func (l *Log) Trim(ctx context.Context, reqs []TrimRequest) ([]TrimResult, error) {
+	var res []TrimResult
+	err := l.admin(ctx, false, func(s *State) ([]Op, error) {
+		res = make([]TrimResult, len(reqs))
+		starts := map[*Partition]int64{} // after the requests so far
+		var ops []Op
+		for i, r := range reqs {
+			p, err := s.partition(r.Topic, "", r.Partition)
+			if err != nil {
+				res[i].Err = err
+				continue
+			}
+			start, ok := starts[p]
+			if !ok {
+				start = p.Start
+			}
+			to := r.Offset
+			if to == TrimToEnd {
+				to = p.End
+			}
+			if to < 0 || to > p.End {
+				res[i].Err = fmt.Errorf("trim %s/%d to %d: %w: offsets are %d to %d", r.Topic, r.Partition, to, ErrOffsetOutOfRange, start, p.End)
+				continue
+			}
+			if res[i].Start = start; to <= start {
+				continue
+			}
+			res[i].Start, starts[p] = to, to
+			ops = append(ops, Op{Trim: &TrimOp{Topic: r.Topic, TopicID: s.Topics[r.Topic].ID, Partition: r.Partition, Start: to}})
+		}
+		return ops, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// admin runs build for a topic admin change after catching up with the
+// log, so it is judged on what other nodes committed too, and commits its
+// operations unless validateOnly; then it only checks them as a commit
+// would.
+func (l *Log) admin(ctx context.Context, validateOnly bool, build func(s *State) ([]Op, error)) error {
+	if err := l.Sync(ctx); err != nil {
+		return err
+	}
+	if !validateOnly {
+		_, err := l.commit(ctx, func(s *State, _ int64) ([]Op, error) { return build(s) })
+		return err
+	}
+	var err error
+	l.View(func(s *State) {
+		var ops []Op
+		if ops, err = build(s); err != nil || len(ops) == 0 {
+			return
+		}
+		err = s.checkCommit(&Commit{Version: commitVersion(ops), Seq: s.Seq + 1, TimeMs: l.opts.Now().UnixMilli(), Ops: ops})
+	})
+	return err
+}
+
+// TopicPartition returns a topic's configuration after checking that it
+// has partition. A topic or partition this node does not know may have
+// been created or added on another node since it last looked, so it
+// catches up with the log once before answering ErrUnknownTopic or
+// ErrUnknownPartition. Front ends check a request's partition with it.
+func (l *Log) TopicPartition(ctx context.Context, name string, partition int32) (Topic, error) {
+	for synced := false; ; synced = true {
+		t, err := l.Topic(ctx, name)
+		if err != nil {
+			return t, err // Topic caught up already
+		}
+		if partition >= 0 && partition < t.Partitions {
+			return t, nil
+		}
+		if synced || partition < 0 {
+			return t, fmt.Errorf("%w %d of topic %q: valid partitions are 0 to %d", ErrUnknownPartition, partition, name, t.Partitions-1)
+		}
+		if err := l.Sync(ctx); err != nil {
+			return Topic{}, err
+		}
+	}
 }

@@ -465,11 +465,11 @@ func (o *overlay) producer(t *Topic, partition int32, id int64) *ProducerState {
 	if ps, ok := o.prods[prodKey{t.ID, partition, id}]; ok {
 		return ps
 	}
-	st, ok := o.s.Topics[t.Name]
-	if !ok || st.ID != t.ID || o.deleted[t.Name] || o.created[t.Name] != nil {
+	sp := o.statePart(t, partition)
+	if sp == nil {
 		return nil
 	}
-	return o.s.live(st.Parts[partition], id, o.clock)
+	return o.s.live(sp, id, o.clock)
 }
 
 // ProducerResult is the outcome of one producer batch of a pending part:

@@ -203,6 +203,23 @@ func (s *State) apply(r *Commit) {
 				s.dropTopicProducers(t)
 				delete(s.Topics, t.Name)
 			}
+		case op.AddPartitions != nil:
+			a := op.AddPartitions
+			if t, ok := s.Topics[a.Name]; ok && t.ID == a.ID && a.Partitions > t.Partitions {
+				for range a.Partitions - t.Partitions {
+					t.Parts = append(t.Parts, &Partition{})
+				}
+				t.Partitions = a.Partitions
+			}
+		case op.SetTopicConfig != nil:
+			if t, ok := s.Topics[op.SetTopicConfig.Name]; ok && t.ID == op.SetTopicConfig.ID {
+				t.Retention = op.SetTopicConfig.Retention
+			}
+		case op.Trim != nil:
+			tr := op.Trim
+			if p, err := s.partition(tr.Topic, tr.TopicID, tr.Partition); err == nil && tr.Start > p.Start && tr.Start <= p.End {
+				p.Start = tr.Start
+			}
 		case op.ProducerIDs != nil:
 			s.NextProducerID = op.ProducerIDs.First + op.ProducerIDs.Count
 		case op.ProducerLimits != nil:

@@ -42,7 +42,7 @@ func decodeCommit(key string, data []byte) (*Commit, error) {
 	if LogKey(r.Seq) != key {
 		return nil, corrupt("commit record", key, fmt.Errorf("it says it is number %d", r.Seq))
 	}
-	if r.Version < 2 {
+	if r.Version < FormatVersion {
 		r.downgrade()
 	}
 	return &r, nil
@@ -231,7 +231,12 @@ type overlay struct {
 	s       *State
 	created map[string]*Topic
 	deleted map[string]bool
+	// changed holds state topics that earlier operations grew or
+	// reconfigured (the same incarnation: a topic created by the commit
+	// is changed in created).
+	changed map[string]*Topic
 	ends    map[partKey]int64
+	starts  map[partKey]int64
 	objects map[string]bool
 	parts   int64 // partitions in the state after the operations so far
 	// For producer batches: the commit's number and state clock, the next
@@ -249,7 +254,8 @@ type partKey struct {
 
 // newOverlay starts checking commit seq, written at timeMs, against s.
 func newOverlay(s *State, seq, timeMs int64) *overlay {
-	o := &overlay{s: s, created: map[string]*Topic{}, deleted: map[string]bool{}, ends: map[partKey]int64{}, objects: map[string]bool{},
+	o := &overlay{s: s, created: map[string]*Topic{}, deleted: map[string]bool{}, changed: map[string]*Topic{},
+		ends: map[partKey]int64{}, starts: map[partKey]int64{}, objects: map[string]bool{},
 		seq: seq, clock: s.clockAt(timeMs), nextID: s.NextProducerID, prods: map[prodKey]*ProducerState{}}
 	for _, t := range s.Topics {
 		o.parts += int64(t.Partitions)
@@ -264,6 +270,9 @@ func (o *overlay) topic(name string) (*Topic, bool) {
 	if o.deleted[name] {
 		return nil, false
 	}
+	if t, ok := o.changed[name]; ok {
+		return t, true
+	}
 	t, ok := o.s.Topics[name]
 	if !ok {
 		return nil, false
@@ -276,10 +285,32 @@ func (o *overlay) end(t *Topic, p int32) int64 {
 	if e, ok := o.ends[partKey{t.ID, p}]; ok {
 		return e
 	}
-	if st, ok := o.s.Topics[t.Name]; ok && st.ID == t.ID && !o.deleted[t.Name] {
-		return st.Parts[p].End
+	if sp := o.statePart(t, p); sp != nil {
+		return sp.End
 	}
 	return 0
+}
+
+// start is the partition's start offset after the operations so far.
+func (o *overlay) start(t *Topic, p int32) int64 {
+	if s, ok := o.starts[partKey{t.ID, p}]; ok {
+		return s
+	}
+	if sp := o.statePart(t, p); sp != nil {
+		return sp.Start
+	}
+	return 0
+}
+
+// statePart is the state's partition p of incarnation t, or nil when the
+// state does not have it: the topic was created by this commit, or the
+// partition added by it (it starts empty).
+func (o *overlay) statePart(t *Topic, p int32) *Partition {
+	st, ok := o.s.Topics[t.Name]
+	if !ok || st.ID != t.ID || o.deleted[t.Name] || o.created[t.Name] != nil || p < 0 || int(p) >= len(st.Parts) {
+		return nil
+	}
+	return st.Parts[p]
 }
 
 // checkCommit reports why c cannot be applied to s, or nil. The whole
@@ -297,7 +328,8 @@ func (s *State) checkCommit(c *Commit) error {
 
 func (o *overlay) op(op Op) error {
 	n := 0
-	for _, set := range []bool{op.CreateTopic != nil, op.DeleteTopic != nil, op.Append != nil, op.ProducerIDs != nil, op.ProducerLimits != nil} {
+	for _, set := range []bool{op.CreateTopic != nil, op.DeleteTopic != nil, op.Append != nil, op.ProducerIDs != nil, op.ProducerLimits != nil,
+		op.AddPartitions != nil, op.SetTopicConfig != nil, op.Trim != nil} {
 		if set {
 			n++
 		}
@@ -328,7 +360,41 @@ func (o *overlay) op(op Op) error {
 		}
 		o.deleted[d.Name] = true
 		delete(o.created, d.Name)
+		delete(o.changed, d.Name)
 		o.parts -= int64(t.Partitions)
+	case op.AddPartitions != nil:
+		a := op.AddPartitions
+		t, ok := o.topic(a.Name)
+		if !ok || t.ID != a.ID {
+			return fmt.Errorf("add_partitions %q id %q: no such incarnation", a.Name, a.ID)
+		}
+		if err := ValidateTopic(a.Name, a.Partitions); err != nil || a.Partitions <= t.Partitions {
+			return fmt.Errorf("add_partitions %q: %d partitions: want more than its %d, at most %d", a.Name, a.Partitions, t.Partitions, MaxPartitions)
+		}
+		o.parts += int64(a.Partitions - t.Partitions)
+		o.change(t).Partitions = a.Partitions
+	case op.SetTopicConfig != nil:
+		c := op.SetTopicConfig
+		t, ok := o.topic(c.Name)
+		if !ok || t.ID != c.ID {
+			return fmt.Errorf("set_topic_config %q id %q: no such incarnation", c.Name, c.ID)
+		}
+		o.change(t).Retention = c.Retention
+	case op.Trim != nil:
+		tr := op.Trim
+		t, ok := o.topic(tr.Topic)
+		if !ok || tr.TopicID == "" || t.ID != tr.TopicID {
+			return fmt.Errorf("trim: %w %q id %q", ErrUnknownTopic, tr.Topic, tr.TopicID)
+		}
+		if tr.Partition < 0 || tr.Partition >= t.Partitions {
+			return fmt.Errorf("trim: %w %d of topic %q: valid partitions are 0 to %d", ErrUnknownPartition, tr.Partition, tr.Topic, t.Partitions-1)
+		}
+		// Never backwards (a start offset, once passed, is gone for every
+		// reader) and never past the end (offsets not yet assigned).
+		if start, end := o.start(t, tr.Partition), o.end(t, tr.Partition); tr.Start <= start || tr.Start > end {
+			return fmt.Errorf("trim %s/%d to %d: want more than its start %d, at most its end %d", tr.Topic, tr.Partition, tr.Start, start, end)
+		}
+		o.starts[partKey{t.ID, tr.Partition}] = tr.Start
 	case op.ProducerIDs != nil:
 		r := op.ProducerIDs
 		if r.First != o.nextID || r.Count < 1 || r.Count > maxProducerIDBlock || r.First > math.MaxInt64-r.Count {
@@ -355,6 +421,20 @@ func (o *overlay) op(op Op) error {
 		}
 	}
 	return nil
+}
+
+// change returns the overlay's own copy of topic t, for an operation to
+// change.
+func (o *overlay) change(t *Topic) *Topic {
+	if c, ok := o.created[t.Name]; ok {
+		return c
+	}
+	if c, ok := o.changed[t.Name]; ok {
+		return c
+	}
+	c := *t
+	o.changed[t.Name] = &c
+	return &c
 }
 
 // object checks an appended object's key and size and that no earlier

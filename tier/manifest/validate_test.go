@@ -181,7 +181,7 @@ func TestNewerRecordStopsCatchUp(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t)
 	a := openLog(t, s, Options{})
-	putRaw(t, s, 1, []byte(`{"v":3,"seq":1,"ops":[]}`))
+	putRaw(t, s, 1, []byte(fmt.Sprintf(`{"v":%d,"seq":1,"ops":[]}`, FormatVersion+1)))
 	err := a.Sync(ctx)
 	if !errors.Is(err, errNewerFormat) || !strings.Contains(err.Error(), LogKey(1)) || a.Skipped() != 0 || a.Seq() != 0 {
 		t.Fatalf("sync: %v, skipped %d, seq %d; want an error naming %s", err, a.Skipped(), a.Seq(), LogKey(1))

@@ -252,12 +252,12 @@ func (n *Writer) Enqueue(ctx context.Context, topic string, partition int32, rec
 		return nil, fmt.Errorf("append to %s/%d: %w: id %d, epoch %d, sequence %d, %d records: want 0 or more and at most 2^31-1 records",
 			topic, partition, ErrInvalidProducer, p.ID, p.Epoch, p.Seq, len(recs))
 	}
-	t, err := n.log.Topic(ctx, topic)
+	// TopicPartition catches up with the log once for a partition this
+	// node has not seen, so a topic grown on another node takes appends
+	// here at once.
+	t, err := n.log.TopicPartition(ctx, topic, partition)
 	if err != nil {
 		return nil, err
-	}
-	if partition < 0 || partition >= t.Partitions {
-		return nil, fmt.Errorf("%w %d of topic %q (it has %d)", manifest.ErrUnknownPartition, partition, topic, t.Partitions)
 	}
 	// Check every record against the limits the roll and the readers
 	// enforce before anything is written: a record that entered a segment

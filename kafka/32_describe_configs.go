@@ -12,7 +12,7 @@ import (
 
 // DescribeConfigs: v0-4. Topics: retention.ms and retention.bytes from the
 // topic (set at creation), cleanup.policy=delete and max.message.bytes
-// (the node's largest batch), read-only. Brokers: no configs.
+// (the node's largest batch, read-only). Brokers: no configs.
 
 func init() { regKey(32, 0, 4, handleDescribeConfigs) }
 
@@ -30,7 +30,7 @@ func describeTopic(s *Server, t manifest.Topic) []config {
 		return 1 // DYNAMIC_TOPIC_CONFIG
 	}
 	return []config{
-		{"cleanup.policy", "delete", true, 5},
+		{"cleanup.policy", "delete", false, 5}, // settable, to delete only (33_alter_configs.go)
 		{"max.message.bytes", strconv.Itoa(s.node.Opts.MaxBatchBytes), true, 4},
 		{"retention.bytes", strconv.FormatInt(t.Retention.Bytes, 10), false, src(t.Retention.Bytes)},
 		{"retention.ms", strconv.FormatInt(t.Retention.Ms, 10), false, src(t.Retention.Ms)},

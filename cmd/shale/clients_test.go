@@ -155,7 +155,11 @@ func TestKafkaClients(t *testing.T) {
 	a := startServer(t, store, t.TempDir(), nil)
 	b := startServer(t, store, t.TempDir(), nil)
 	t.Run("kcat-group", func(t *testing.T) { testKcatGroup(t, a.kafka, b.kafka) })
-	t.Run("sarama", func(t *testing.T) { testSarama(t, a.kafka, b.kafka) })
+	// sarama's oldest version with record headers, its default and its
+	// newest (it clamps request versions to those ApiVersions lists).
+	for _, v := range []sarama.KafkaVersion{sarama.V0_11_0_0, sarama.DefaultVersion, sarama.MaxVersion} {
+		t.Run("sarama-"+v.String(), func(t *testing.T) { testSarama(t, a.kafka, b.kafka, v) })
+	}
 	t.Run("kafka-go", func(t *testing.T) { testKafkaGo(t, a.kafka, b.kafka) })
 }
 
@@ -273,9 +277,9 @@ func (h *saramaHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sar
 	return nil
 }
 
-func saramaConfig() *sarama.Config {
+func saramaConfig(v sarama.KafkaVersion) *sarama.Config {
 	cfg := sarama.NewConfig()
-	cfg.Version = sarama.V2_8_0_0
+	cfg.Version = v
 	cfg.ClientID = "shale-test"
 	cfg.Producer.Return.Successes = true
 	cfg.Producer.RequiredAcks = sarama.WaitForAll
@@ -293,16 +297,17 @@ func saramaConfig() *sarama.Config {
 // testSarama: a sarama SyncProducer (idempotent, acks=all) writes records
 // with keys and headers; a two-member sarama consumer group (members
 // bootstrapping from different nodes) consumes every record and commits.
-func testSarama(t *testing.T, a, b string) {
+func testSarama(t *testing.T, a, b string, v sarama.KafkaVersion) {
+	topic, group := "sar-"+v.String(), "sgrp-"+v.String()
 	admin := kafkaClient(t, kgo.SeedBrokers(a))
-	kafkaCreateTopic(t, admin, "sar", 4)
+	kafkaCreateTopic(t, admin, topic, 4)
 
 	s := newSeen()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	var groups []sarama.ConsumerGroup
 	for i, broker := range []string{a, b} {
-		g, err := sarama.NewConsumerGroup([]string{broker}, "sgrp", saramaConfig())
+		g, err := sarama.NewConsumerGroup([]string{broker}, group, saramaConfig(v))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -312,7 +317,7 @@ func testSarama(t *testing.T, a, b string) {
 		go func() {
 			defer wg.Done()
 			for ctx.Err() == nil {
-				if err := g.Consume(ctx, []string{"sar"}, h); err != nil && !errors.Is(err, sarama.ErrClosedConsumerGroup) {
+				if err := g.Consume(ctx, []string{topic}, h); err != nil && !errors.Is(err, sarama.ErrClosedConsumerGroup) {
 					t.Logf("sarama member %d: %v", i, err)
 					time.Sleep(100 * time.Millisecond)
 				}
@@ -331,9 +336,9 @@ func testSarama(t *testing.T, a, b string) {
 		}
 		wg.Wait()
 	}()
-	waitGroupStable(t, admin, "sgrp", 2)
+	waitGroupStable(t, admin, group, 2)
 
-	prod, err := sarama.NewSyncProducer([]string{a}, saramaConfig())
+	prod, err := sarama.NewSyncProducer([]string{a}, saramaConfig(v))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -343,7 +348,7 @@ func testSarama(t *testing.T, a, b string) {
 	for i := range 200 {
 		v := "s" + strconv.Itoa(i)
 		vals = append(vals, v)
-		msg := &sarama.ProducerMessage{Topic: "sar", Key: sarama.StringEncoder("k" + strconv.Itoa(i%7)), Value: sarama.StringEncoder(v),
+		msg := &sarama.ProducerMessage{Topic: topic, Key: sarama.StringEncoder("k" + strconv.Itoa(i%7)), Value: sarama.StringEncoder(v),
 			Headers: []sarama.RecordHeader{{Key: []byte("h"), Value: []byte(v)}}}
 		p, off, err := prod.SendMessage(msg)
 		if err != nil {
@@ -364,7 +369,7 @@ func testSarama(t *testing.T, a, b string) {
 		}
 	}
 	waitUntil(t, "sarama's commits reaching the end offsets", func() bool {
-		c := committed(t, admin, "sgrp", "sar")
+		c := committed(t, admin, group, topic)
 		for p, end := range next {
 			if c[p] != end {
 				return false

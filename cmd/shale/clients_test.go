@@ -222,7 +222,7 @@ func testKcatGroup(t *testing.T, a, b string) {
 		first = append(first, v)
 		fmt.Fprintf(&in, "key%d:%s\n", i, v)
 	}
-	kcat(t, in.String(), "-P", "-b", a, "-t", "kg", "-K:", "-H", "src=kcat", "-X", "enable.idempotence=true", "-X", "acks=all")
+	kcat(t, in.String(), "-P", "-b", a, "-t", "kg", "-K:", "-H", "src=kcat", "-X", "enable.idempotence=true", "-X", "acks=all", "-z", "zstd")
 
 	s := newSeen()
 	m1 := startKcatMember(t, s, "m1", a, "kgrp", "kg")
@@ -286,6 +286,12 @@ func saramaConfig(v sarama.KafkaVersion) *sarama.Config {
 	cfg.Producer.Idempotent = true
 	cfg.Net.MaxOpenRequests = 1
 	cfg.Producer.Partitioner = sarama.NewHashPartitioner
+	// A codec per version: zstd needs 2.1.
+	cfg.Producer.Compression = map[sarama.KafkaVersion]sarama.CompressionCodec{
+		sarama.V0_11_0_0: sarama.CompressionSnappy, sarama.DefaultVersion: sarama.CompressionZSTD}[v]
+	if v == sarama.MaxVersion {
+		cfg.Producer.Compression = sarama.CompressionGZIP
+	}
 	cfg.Consumer.Offsets.Initial = sarama.OffsetOldest
 	cfg.Consumer.Offsets.AutoCommit.Interval = 100 * time.Millisecond
 	cfg.Consumer.Group.Heartbeat.Interval = 300 * time.Millisecond
@@ -343,21 +349,30 @@ func testSarama(t *testing.T, a, b string, v sarama.KafkaVersion) {
 		t.Fatal(err)
 	}
 	defer prod.Close()
+	// 20 records one by one, 180 in one SendMessages call.
 	var vals []string
-	next := map[int32]int64{}
+	var msgs []*sarama.ProducerMessage
 	for i := range 200 {
 		v := "s" + strconv.Itoa(i)
 		vals = append(vals, v)
-		msg := &sarama.ProducerMessage{Topic: topic, Key: sarama.StringEncoder("k" + strconv.Itoa(i%7)), Value: sarama.StringEncoder(v),
-			Headers: []sarama.RecordHeader{{Key: []byte("h"), Value: []byte(v)}}}
-		p, off, err := prod.SendMessage(msg)
-		if err != nil {
+		msgs = append(msgs, &sarama.ProducerMessage{Topic: topic, Key: sarama.StringEncoder("k" + strconv.Itoa(i%7)), Value: sarama.StringEncoder(v),
+			Headers: []sarama.RecordHeader{{Key: []byte("h"), Value: []byte(v)}}})
+	}
+	for _, m := range msgs[:20] {
+		if _, _, err := prod.SendMessage(m); err != nil {
 			t.Fatal(err)
 		}
-		if off != next[p] {
-			t.Fatalf("record %d at %d/%d, want offset %d", i, p, off, next[p])
+	}
+	if err := prod.SendMessages(msgs[20:]); err != nil {
+		t.Fatal(err)
+	}
+	// Offsets are contiguous from 0 in each partition, in send order.
+	next := map[int32]int64{}
+	for i, m := range msgs {
+		if m.Offset != next[m.Partition] {
+			t.Fatalf("record %d at %d/%d, want offset %d", i, m.Partition, m.Offset, next[m.Partition])
 		}
-		next[p]++
+		next[m.Partition]++
 	}
 	waitUntil(t, "the group consuming every sarama record", func() bool { return s.count("", vals) == len(vals) })
 	if s.count("m0", vals) == 0 || s.count("m1", vals) == 0 {
@@ -422,7 +437,7 @@ func testKafkaGo(t *testing.T, a, b string) {
 	waitGroupStable(t, admin, "kggrp", 2)
 
 	w := &kafkago.Writer{Addr: kafkago.TCP(b), Topic: "kgo", Balancer: &kafkago.Hash{}, RequiredAcks: kafkago.RequireAll,
-		BatchTimeout: 10 * time.Millisecond}
+		BatchTimeout: 10 * time.Millisecond, Compression: kafkago.Lz4}
 	defer w.Close()
 	var vals []string
 	var msgs []kafkago.Message

@@ -154,7 +154,13 @@ func TestKafkaClients(t *testing.T) {
 	store := minioStore(t)
 	a := startServer(t, store, t.TempDir(), nil)
 	b := startServer(t, store, t.TempDir(), nil)
-	t.Run("kcat-group", func(t *testing.T) { testKcatGroup(t, a.kafka, b.kafka) })
+	// librdkafka's default assignors (range, roundrobin) with a member
+	// SIGKILLed; cooperative-sticky (incremental rebalances) with a member
+	// leaving cleanly (kcat closes its consumer on SIGTERM: LeaveGroup).
+	t.Run("kcat-group-range", func(t *testing.T) { testKcatGroup(t, a.kafka, b.kafka, "range,roundrobin", syscall.SIGKILL) })
+	t.Run("kcat-group-cooperative", func(t *testing.T) {
+		testKcatGroup(t, a.kafka, b.kafka, "cooperative-sticky", syscall.SIGTERM)
+	})
 	// sarama's oldest version with record headers, its default and its
 	// newest (it clamps request versions to those ApiVersions lists).
 	for _, v := range []sarama.KafkaVersion{sarama.V0_11_0_0, sarama.DefaultVersion, sarama.MaxVersion} {
@@ -169,9 +175,10 @@ type kcatMember struct {
 	done chan struct{}
 }
 
-func startKcatMember(t *testing.T, s *seen, name, broker, group, topic string) *kcatMember {
+func startKcatMember(t *testing.T, s *seen, name, broker, group, topic, strategy string) *kcatMember {
 	t.Helper()
 	cmd := exec.Command("kcat", "-b", broker, "-G", group, "-q", "-u", "-f", `%p|%k|%h|%s\n`,
+		"-X", "partition.assignment.strategy="+strategy,
 		"-X", "auto.offset.reset=earliest", "-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=500",
 		"-X", "auto.commit.interval.ms=200", topic)
 	stdout, err := cmd.StdoutPipe()
@@ -210,9 +217,11 @@ func startKcatMember(t *testing.T, s *seen, name, broker, group, topic string) *
 // enable.idempotence, keys and headers are consumed with them; together
 // the members consume every record; when one is SIGKILLed the other takes
 // its partitions and consumes what follows.
-func testKcatGroup(t *testing.T, a, b string) {
+func testKcatGroup(t *testing.T, a, b, strategy string, stop syscall.Signal) {
 	admin := kafkaClient(t, kgo.SeedBrokers(a), kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	kafkaCreateTopic(t, admin, "kg", 4)
+	name := strings.ReplaceAll(strategy, ",", "-")
+	topic, group := "kg-"+name, "kgrp-"+name
+	kafkaCreateTopic(t, admin, topic, 4)
 
 	// Phase 1: kcat produces, idempotent, with keys and headers.
 	var in strings.Builder
@@ -222,10 +231,10 @@ func testKcatGroup(t *testing.T, a, b string) {
 		first = append(first, v)
 		fmt.Fprintf(&in, "key%d:%s\n", i, v)
 	}
-	kcat(t, in.String(), "-P", "-b", a, "-t", "kg", "-K:", "-H", "src=kcat", "-X", "enable.idempotence=true", "-X", "acks=all", "-z", "zstd")
+	kcat(t, in.String(), "-P", "-b", a, "-t", topic, "-K:", "-H", "src=kcat", "-X", "enable.idempotence=true", "-X", "acks=all", "-z", "zstd")
 
 	s := newSeen()
-	m1 := startKcatMember(t, s, "m1", a, "kgrp", "kg")
+	m1 := startKcatMember(t, s, "m1", a, group, topic, strategy)
 	waitUntil(t, "m1 consuming the first records", func() bool { return s.count("m1", first) == len(first) })
 	for i, v := range first {
 		if d := s.detailOf(v); !strings.Contains(d, "|key"+strconv.Itoa(i)+"|src=kcat") {
@@ -234,19 +243,20 @@ func testKcatGroup(t *testing.T, a, b string) {
 	}
 
 	// Phase 2: a second member joins; the group rebalances over both.
-	startKcatMember(t, s, "m2", b, "kgrp", "kg")
-	waitGroupStable(t, admin, "kgrp", 2)
-	second := produceValues(t, admin, "kg", 4, "q", 200)
+	startKcatMember(t, s, "m2", b, group, topic, strategy)
+	waitGroupStable(t, admin, group, 2)
+	second := produceValues(t, admin, topic, 4, "q", 200)
 	waitUntil(t, "both members consuming the second records", func() bool { return s.count("", second) == len(second) })
 	if s.count("m1", second) == 0 || s.count("m2", second) == 0 {
 		t.Fatalf("second records: m1 got %d, m2 got %d; want both some", s.count("m1", second), s.count("m2", second))
 	}
 
-	// Phase 3: m1 dies; m2 takes every partition once the session expires.
-	m1.cmd.Process.Signal(syscall.SIGKILL)
+	// Phase 3: m1 stops (killed: m2 takes every partition once m1's
+	// session expires; terminated: at once).
+	m1.cmd.Process.Signal(stop)
 	<-m1.done
 	m1.cmd.Wait()
-	third := produceValues(t, admin, "kg", 4, "r", 200)
+	third := produceValues(t, admin, topic, 4, "r", 200)
 	waitUntil(t, "m2 consuming every third record", func() bool { return s.count("m2", third) == len(third) })
 }
 

@@ -167,6 +167,7 @@ func TestKafkaClients(t *testing.T) {
 		t.Run("sarama-"+v.String(), func(t *testing.T) { testSarama(t, a.kafka, b.kafka, v) })
 	}
 	t.Run("kafka-go", func(t *testing.T) { testKafkaGo(t, a.kafka, b.kafka) })
+	t.Run("kafka-go-acks0-time", func(t *testing.T) { testKafkaGoAcksNoneAndTime(t, a.kafka, b.kafka) })
 }
 
 // kcatMember is a `kcat -G` balanced consumer process.
@@ -301,6 +302,13 @@ func saramaConfig(v sarama.KafkaVersion) *sarama.Config {
 		sarama.V0_11_0_0: sarama.CompressionSnappy, sarama.DefaultVersion: sarama.CompressionZSTD}[v]
 	if v == sarama.MaxVersion {
 		cfg.Producer.Compression = sarama.CompressionGZIP
+	}
+	// An assignor per version: range is the default.
+	switch v {
+	case sarama.V0_11_0_0:
+		cfg.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategyRoundRobin()}
+	case sarama.MaxVersion:
+		cfg.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategySticky()}
 	}
 	cfg.Consumer.Offsets.Initial = sarama.OffsetOldest
 	cfg.Consumer.Offsets.AutoCommit.Interval = 100 * time.Millisecond
@@ -496,4 +504,49 @@ func testKafkaGo(t *testing.T, a, b string) {
 		}
 		return true
 	})
+}
+
+// testKafkaGoAcksNoneAndTime: a kafka-go Writer with acks=0 (no answer
+// comes back; the records still land), then a kafka-go partition Reader
+// positioned by timestamp (ListOffsets v1) and a Conn reading the end
+// offset.
+func testKafkaGoAcksNoneAndTime(t *testing.T, a, b string) {
+	admin := kafkaClient(t, kgo.SeedBrokers(a))
+	kafkaCreateTopic(t, admin, "kgo0", 1)
+	base := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
+	w := &kafkago.Writer{Addr: kafkago.TCP(a), Topic: "kgo0", RequiredAcks: kafkago.RequireNone, BatchTimeout: 10 * time.Millisecond}
+	defer w.Close()
+	var msgs []kafkago.Message
+	for i := range 50 {
+		msgs = append(msgs, kafkago.Message{Value: []byte("z" + strconv.Itoa(i)), Time: base.Add(time.Duration(i) * time.Second)})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := w.WriteMessages(ctx, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := kafkago.DialLeader(ctx, "tcp", b, "kgo0", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	waitUntil(t, "the acks=0 records landing", func() bool {
+		end, err := conn.ReadLastOffset()
+		return err == nil && end == 50
+	})
+
+	r := kafkago.NewReader(kafkago.ReaderConfig{Brokers: []string{b}, Topic: "kgo0", Partition: 0, MaxWait: 500 * time.Millisecond})
+	defer r.Close()
+	if err := r.SetOffsetAt(ctx, base.Add(10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	for i := 10; i < 13; i++ {
+		m, err := r.ReadMessage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Offset != int64(i) || string(m.Value) != "z"+strconv.Itoa(i) || !m.Time.Equal(base.Add(time.Duration(i)*time.Second)) {
+			t.Fatalf("read %d %q %v, want offset %d at %v", m.Offset, m.Value, m.Time, i, base.Add(time.Duration(i)*time.Second))
+		}
+	}
 }

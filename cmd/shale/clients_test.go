@@ -161,6 +161,7 @@ func TestKafkaClients(t *testing.T) {
 	t.Run("kcat-group-cooperative", func(t *testing.T) {
 		testKcatGroup(t, a.kafka, b.kafka, "cooperative-sticky", syscall.SIGTERM)
 	})
+	t.Run("kcat-static", func(t *testing.T) { testKcatStatic(t, a.kafka, b.kafka) })
 	// sarama's oldest version with record headers, its default and its
 	// newest (it clamps request versions to those ApiVersions lists).
 	for _, v := range []sarama.KafkaVersion{sarama.V0_11_0_0, sarama.DefaultVersion, sarama.MaxVersion} {
@@ -176,12 +177,13 @@ type kcatMember struct {
 	done chan struct{}
 }
 
-func startKcatMember(t *testing.T, s *seen, name, broker, group, topic, strategy string) *kcatMember {
+func startKcatMember(t *testing.T, s *seen, name, broker, group, topic, strategy string, extra ...string) *kcatMember {
 	t.Helper()
-	cmd := exec.Command("kcat", "-b", broker, "-G", group, "-q", "-u", "-f", `%p|%k|%h|%s\n`,
-		"-X", "partition.assignment.strategy="+strategy,
+	args := []string{"-b", broker, "-G", group, "-q", "-u", "-f", `%p|%k|%h|%s\n`,
+		"-X", "partition.assignment.strategy=" + strategy,
 		"-X", "auto.offset.reset=earliest", "-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=500",
-		"-X", "auto.commit.interval.ms=200", topic)
+		"-X", "auto.commit.interval.ms=200"}
+	cmd := exec.Command("kcat", append(append(args, extra...), topic)...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -259,6 +261,42 @@ func testKcatGroup(t *testing.T, a, b, strategy string, stop syscall.Signal) {
 	m1.cmd.Wait()
 	third := produceValues(t, admin, topic, 4, "r", 200)
 	waitUntil(t, "m2 consuming every third record", func() bool { return s.count("m2", third) == len(third) })
+}
+
+// testKcatStatic: a static member (group.instance.id) is SIGKILLed after
+// its commits reach the end and restarted with the same instance id
+// through the other node: it resumes from the committed offsets, so it
+// consumes what was produced meanwhile and nothing before.
+func testKcatStatic(t *testing.T, a, b string) {
+	admin := kafkaClient(t, kgo.SeedBrokers(a), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	kafkaCreateTopic(t, admin, "kst", 2)
+	first := produceValues(t, admin, "kst", 2, "a", 100)
+	s := newSeen()
+	m1 := startKcatMember(t, s, "m1", a, "kstg", "kst", "range", "-X", "group.instance.id=i1")
+	waitUntil(t, "m1 consuming the first records", func() bool { return s.count("m1", first) == len(first) })
+	waitUntil(t, "m1's commits reaching the end", func() bool {
+		c := committed(t, admin, "kstg", "kst")
+		return c[0] == 50 && c[1] == 50
+	})
+	m1.cmd.Process.Signal(syscall.SIGKILL)
+	<-m1.done
+	m1.cmd.Wait()
+
+	second := produceValues(t, admin, "kst", 2, "b", 100)
+	startKcatMember(t, s, "m1again", b, "kstg", "kst", "range", "-X", "group.instance.id=i1")
+	waitUntil(t, "the restarted member consuming the second records", func() bool { return s.count("m1again", second) == len(second) })
+	if n := s.count("m1again", first); n != 0 {
+		t.Fatalf("the restarted member consumed %d records committed before", n)
+	}
+	req := kmsg.NewPtrDescribeGroupsRequest()
+	req.Groups = []string{"kstg"}
+	resp, err := req.RequestWith(context.Background(), admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := resp.Groups[0]; len(g.Members) != 1 || g.Members[0].InstanceID == nil || *g.Members[0].InstanceID != "i1" {
+		t.Fatalf("group members %+v, want one with instance id i1", g.Members)
+	}
 }
 
 // saramaMember runs one sarama consumer group member until ctx ends.

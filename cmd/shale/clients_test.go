@@ -167,6 +167,7 @@ func TestKafkaClients(t *testing.T) {
 	for _, v := range []sarama.KafkaVersion{sarama.V0_11_0_0, sarama.DefaultVersion, sarama.MaxVersion} {
 		t.Run("sarama-"+v.String(), func(t *testing.T) { testSarama(t, a.kafka, b.kafka, v) })
 	}
+	t.Run("sarama-admin", func(t *testing.T) { testSaramaAdmin(t, a.kafka) })
 	t.Run("kafka-go", func(t *testing.T) { testKafkaGo(t, a.kafka, b.kafka) })
 	t.Run("kafka-go-acks0-time", func(t *testing.T) { testKafkaGoAcksNoneAndTime(t, a.kafka, b.kafka) })
 }
@@ -587,4 +588,67 @@ func testKafkaGoAcksNoneAndTime(t *testing.T, a, b string) {
 			t.Fatalf("read %d %q %v, want offset %d at %v", m.Offset, m.Value, m.Time, i, base.Add(time.Duration(i)*time.Second))
 		}
 	}
+}
+
+// testSaramaAdmin: sarama's ClusterAdmin on what shale serves: topics
+// (create, list with their configs, describe, delete), the cluster, and
+// the consumer group testSarama left behind (list, describe, offsets,
+// delete).
+func testSaramaAdmin(t *testing.T, a string) {
+	adm, err := sarama.NewClusterAdmin([]string{a}, saramaConfig(sarama.DefaultVersion))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adm.Close()
+	ms := "3600000"
+	if err := adm.CreateTopic("sadm", &sarama.TopicDetail{NumPartitions: 3, ReplicationFactor: 1, ConfigEntries: map[string]*string{"retention.ms": &ms}}, false); err != nil {
+		t.Fatal(err)
+	}
+	topics, err := adm.ListTopics()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, ok := topics["sadm"]; !ok || d.NumPartitions != 3 || d.ConfigEntries["retention.ms"] == nil || *d.ConfigEntries["retention.ms"] != ms {
+		t.Fatalf("ListTopics sadm: %+v", topics["sadm"])
+	}
+	md, err := adm.DescribeTopics([]string{"sadm"})
+	if err != nil || len(md) != 1 || len(md[0].Partitions) != 3 || md[0].Err != sarama.ErrNoError {
+		t.Fatalf("DescribeTopics: %v %+v", err, md)
+	}
+	brokers, _, err := adm.DescribeCluster()
+	if err != nil || len(brokers) != 2 {
+		t.Fatalf("DescribeCluster: %v, %d brokers", err, len(brokers))
+	}
+
+	group := "sgrp-" + sarama.DefaultVersion.String()
+	groups, err := adm.ListConsumerGroups()
+	if err != nil || groups[group] != "consumer" {
+		t.Fatalf("ListConsumerGroups: %v %v", err, groups)
+	}
+	gd, err := adm.DescribeConsumerGroups([]string{group})
+	if err != nil || len(gd) != 1 || gd[0].State != "Empty" {
+		t.Fatalf("DescribeConsumerGroups: %v %+v", err, gd)
+	}
+	offs, err := adm.ListConsumerGroupOffsets(group, map[string][]int32{"sar-" + sarama.DefaultVersion.String(): {0, 1, 2, 3}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := int64(0)
+	for _, b := range offs.Blocks["sar-"+sarama.DefaultVersion.String()] {
+		total += b.Offset
+	}
+	if total != 200 {
+		t.Fatalf("committed offsets sum to %d, want 200", total)
+	}
+	if err := adm.DeleteConsumerGroup(group); err != nil {
+		t.Fatal(err)
+	}
+	if err := adm.DeleteTopic("sadm"); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "sadm gone", func() bool {
+		topics, err := adm.ListTopics()
+		_, ok := topics["sadm"]
+		return err == nil && !ok
+	})
 }

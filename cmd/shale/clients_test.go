@@ -300,7 +300,8 @@ func testKcatStatic(t *testing.T, a, b string) {
 	}
 }
 
-// saramaMember runs one sarama consumer group member until ctx ends.
+// saramaHandler records what a sarama group member consumes and marks it
+// for commit; Setup offers the claims of each generation.
 type saramaHandler struct {
 	name   string
 	s      *seen

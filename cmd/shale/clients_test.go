@@ -301,20 +301,13 @@ func testKcatStatic(t *testing.T, a, b string) {
 }
 
 // saramaHandler records what a sarama group member consumes and marks it
-// for commit; Setup offers the claims of each generation.
+// for commit.
 type saramaHandler struct {
-	name   string
-	s      *seen
-	claims chan map[string][]int32
+	name string
+	s    *seen
 }
 
-func (h *saramaHandler) Setup(sess sarama.ConsumerGroupSession) error {
-	select {
-	case h.claims <- sess.Claims():
-	default:
-	}
-	return nil
-}
+func (h *saramaHandler) Setup(sarama.ConsumerGroupSession) error { return nil }
 func (h *saramaHandler) Cleanup(sarama.ConsumerGroupSession) error { return nil }
 func (h *saramaHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
 	for m := range claim.Messages() {
@@ -376,7 +369,7 @@ func testSarama(t *testing.T, a, b string, v sarama.KafkaVersion) {
 			t.Fatal(err)
 		}
 		groups = append(groups, g)
-		h := &saramaHandler{name: "m" + strconv.Itoa(i), s: s, claims: make(chan map[string][]int32, 1)}
+		h := &saramaHandler{name: "m" + strconv.Itoa(i), s: s}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -307,7 +307,7 @@ type saramaHandler struct {
 	s    *seen
 }
 
-func (h *saramaHandler) Setup(sarama.ConsumerGroupSession) error { return nil }
+func (h *saramaHandler) Setup(sarama.ConsumerGroupSession) error   { return nil }
 func (h *saramaHandler) Cleanup(sarama.ConsumerGroupSession) error { return nil }
 func (h *saramaHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
 	for m := range claim.Messages() {

@@ -57,6 +57,7 @@ fuzz:
 	$(FUZZ) -fuzz FuzzScanRecords ./httpapi
 	$(FUZZ) -fuzz FuzzConn ./kafka
 	$(FUZZ) -fuzz FuzzDecodeBatches ./kafka
+	$(FUZZ) -fuzz FuzzDecodeState ./group
 
 # The multi-node fault-injection test (3 nodes, one bucket, injected
 # errors, hangs, latency, ambiguous and late writes) on the in-memory store,

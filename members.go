@@ -63,7 +63,6 @@ type Members struct {
 
 	mu struct {
 		sync.Mutex
-		beat   time.Time         // store time of this node's latest heartbeat
 		bodies map[string]member // heartbeat key -> last decoded body, by ETag
 		live   []Member          // cached answer of Live
 		at     time.Time         // local time live was computed
@@ -103,19 +102,10 @@ func (m *Members) beat(ctx context.Context) error {
 	data, _ := json.Marshal(heartbeat{Version: 1, Member: m.self})
 	ctx, cancel := context.WithTimeout(ctx, m.interval*MissedHeartbeats)
 	defer cancel()
-	a, err := m.store.Put(ctx, m.key(), data)
-	if err != nil {
+	if _, err := m.store.Put(ctx, m.key(), data); err != nil {
 		return fmt.Errorf("write heartbeat %s: %w", m.key(), err)
 	}
-	if a.ModTime.IsZero() {
-		// S3 and MinIO do not return a write's modification time; the
-		// reference must be the store's clock, so ask it.
-		if a, err = m.store.Head(ctx, m.key()); err != nil {
-			return fmt.Errorf("read back heartbeat %s: %w", m.key(), err)
-		}
-	}
 	m.mu.Lock()
-	m.mu.beat = a.ModTime
 	m.mu.at = time.Time{} // the reference moved: recompute Live
 	m.mu.Unlock()
 	return nil
@@ -160,7 +150,6 @@ func (m *Members) Live(ctx context.Context) ([]Member, error) {
 		m.mu.Unlock()
 		return live, nil
 	}
-	ref := m.mu.beat
 	m.mu.Unlock()
 
 	ctx, cancel := context.WithTimeout(ctx, m.interval*MissedHeartbeats)
@@ -176,6 +165,19 @@ func (m *Members) Live(ctx context.Context) ([]Member, error) {
 			break
 		}
 		after = page[len(page)-1].Key
+	}
+	// The reference is this node's own heartbeat as listed: the store's
+	// clock, which S3 and MinIO do not return from a write. Without it
+	// (a listing that raced our write), the newest heartbeat stands in.
+	var ref time.Time
+	for _, a := range attrs {
+		if a.Key == m.key() {
+			ref = a.ModTime
+			break
+		}
+		if a.ModTime.After(ref) {
+			ref = a.ModTime
+		}
 	}
 	bound := time.Duration(MissedHeartbeats) * m.interval
 	live := []Member{m.self}

@@ -66,6 +66,24 @@ func (cf clientFlags) check() error {
 
 // connect returns the API and a function to release it. With --store it
 // runs a node in this process for the duration of the command.
+// connectTopic connects and describes topic, and checks a --partition
+// given on f against the topic's partitions (a usage error).
+func (cf clientFlags) connectTopic(ctx context.Context, f *flags, topic string, partition int64, stderr io.Writer) (*api, httpapi.TopicDescription, func(), error) {
+	a, done, err := cf.connect(ctx, stderr)
+	if err != nil {
+		return nil, httpapi.TopicDescription{}, nil, err
+	}
+	d, err := a.describe(ctx, topic)
+	if err == nil && f.given("partition") && (partition < 0 || partition >= int64(d.Partitions)) {
+		err = usagef("--partition %d: topic %s has partitions 0 to %d", partition, topic, d.Partitions-1)
+	}
+	if err != nil {
+		done()
+		return nil, d, nil, err
+	}
+	return a, d, done, nil
+}
+
 func (cf clientFlags) connect(ctx context.Context, stderr io.Writer) (*api, func(), error) {
 	if err := cf.check(); err != nil {
 		return nil, nil, err

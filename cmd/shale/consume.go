@@ -123,18 +123,11 @@ func runConsume(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 			return usagef("--template: %v", err)
 		}
 	}
-	a, done, err := cf.connect(ctx, stderr)
+	a, d, done, err := cf.connectTopic(ctx, f, o.topic, *partition, stderr)
 	if err != nil {
 		return err
 	}
 	defer done()
-	d, err := a.describe(ctx, o.topic)
-	if err != nil {
-		return err
-	}
-	if f.given("partition") && (o.partition < 0 || o.partition >= d.Partitions) {
-		return usagef("--partition %d: topic %s has partitions 0 to %d", *partition, o.topic, d.Partitions-1)
-	}
 	return consume(ctx, a, o, d, stdout, stderr)
 }
 

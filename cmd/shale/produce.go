@@ -127,18 +127,11 @@ func runProduce(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		}
 		o.timestamp = t.UnixMilli()
 	}
-	a, done, err := cf.connect(ctx, stderr)
+	a, d, done, err := cf.connectTopic(ctx, f, o.topic, *partition, stderr)
 	if err != nil {
 		return err
 	}
 	defer done()
-	d, err := a.describe(ctx, o.topic)
-	if err != nil {
-		return err
-	}
-	if f.given("partition") && (o.partition < 0 || o.partition >= d.Partitions) {
-		return usagef("--partition %d: topic %s has partitions 0 to %d", *partition, o.topic, d.Partitions-1)
-	}
 	return produceInput(ctx, o, d.Partitions, a.produce, stdin, stdout)
 }
 

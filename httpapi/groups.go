@@ -106,11 +106,19 @@ func groupErr(err error) error {
 	return storeErr(err)
 }
 
-func (s *Server) listGroups(w http.ResponseWriter, r *http.Request) {
-	if s.groups == nil {
-		s.fail(w, r, errNoGroups)
-		return
+// needGroups answers errNoGroups for a node without the group manager
+// (no Kafka listener, so no membership), and runs h otherwise.
+func (s *Server) needGroups(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.groups == nil {
+			s.fail(w, r, errNoGroups)
+			return
+		}
+		h(w, r)
 	}
+}
+
+func (s *Server) listGroups(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := s.bounded(r)
 	defer cancel()
 	gs, err := s.groups.List(ctx)
@@ -127,10 +135,6 @@ func (s *Server) listGroups(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) describeGroup(w http.ResponseWriter, r *http.Request) {
-	if s.groups == nil {
-		s.fail(w, r, errNoGroups)
-		return
-	}
 	// The end offsets must include every commit made before the request.
 	if err := s.sync(r); err != nil {
 		s.fail(w, r, err)
@@ -169,10 +173,6 @@ func (s *Server) describeGroup(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) setGroupOffsets(w http.ResponseWriter, r *http.Request) {
-	if s.groups == nil {
-		s.fail(w, r, errNoGroups)
-		return
-	}
 	if err := jsonBody(r); err != nil {
 		s.fail(w, r, err)
 		return
@@ -280,10 +280,6 @@ func (s *Server) forwardCommit(ctx context.Context, name string, offs map[string
 // which only the group's coordinator serves: on another node the request
 // is forwarded to the coordinator's Kafka listener.
 func (s *Server) deleteGroup(w http.ResponseWriter, r *http.Request) {
-	if s.groups == nil {
-		s.fail(w, r, errNoGroups)
-		return
-	}
 	ctx, cancel := s.bounded(r)
 	defer cancel()
 	name := r.PathValue("group")

@@ -134,11 +134,11 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/topics/{topic}/records", s.produce)
 	mux.HandleFunc("GET /v1/topics/{topic}/partitions/{partition}/records", s.read)
 	mux.HandleFunc("GET /v1/topics/{topic}/partitions/{partition}/offset", s.offsetForTime)
-	mux.HandleFunc("GET /v1/groups", s.listGroups)
-	mux.HandleFunc("GET /v1/groups/{group}", s.describeGroup)
-	mux.HandleFunc("DELETE /v1/groups/{group}", s.deleteGroup)
-	mux.HandleFunc("PUT /v1/groups/{group}/offsets", s.setGroupOffsets)
-	mux.HandleFunc("POST /v1/groups/{group}/offsets", s.setGroupOffsets)
+	mux.HandleFunc("GET /v1/groups", s.needGroups(s.listGroups))
+	mux.HandleFunc("GET /v1/groups/{group}", s.needGroups(s.describeGroup))
+	mux.HandleFunc("DELETE /v1/groups/{group}", s.needGroups(s.deleteGroup))
+	mux.HandleFunc("PUT /v1/groups/{group}/offsets", s.needGroups(s.setGroupOffsets))
+	mux.HandleFunc("POST /v1/groups/{group}/offsets", s.needGroups(s.setGroupOffsets))
 	// Anything else gets a JSON error too, so that a client can tell a
 	// shale server with no such endpoint from some other server.
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

@@ -30,18 +30,8 @@ func handleAlterConfigs(s *Server, _ *conn, kreq kmsg.Request) (func() kmsg.Resp
 		sr.ResourceType, sr.ResourceName = rr.ResourceType, rr.ResourceName
 		unlimited := int64(-1)
 		ch := retentionChange{ms: &unlimited, bytes: &unlimited}
-		var err error
-		names := map[string]bool{}
-		for _, c := range rr.Configs {
-			if names[c.Name] {
-				err = fmt.Errorf("%w: config %q given twice", errInvalidRequest, c.Name)
-				break
-			}
-			names[c.Name] = true
-			if err = ch.set(c.Name, c.Value); err != nil {
-				break
-			}
-		}
+		err := applyConfigs(rr.Configs, func(c kmsg.AlterConfigsRequestResourceConfig) string { return c.Name },
+			func(c kmsg.AlterConfigsRequestResourceConfig) error { return ch.set(c.Name, c.Value) })
 		if seen[resourceKey{rr.ResourceType, rr.ResourceName}] > 1 {
 			err = fmt.Errorf("%w: resource %q named twice in one request", errInvalidRequest, rr.ResourceName)
 		}
@@ -49,6 +39,22 @@ func handleAlterConfigs(s *Server, _ *conn, kreq kmsg.Request) (func() kmsg.Resp
 		resp.Resources = append(resp.Resources, sr)
 	}
 	return now(resp), nil
+}
+
+// applyConfigs applies each config of one resource in order, refusing a
+// config named twice; the first error stops it.
+func applyConfigs[C any](configs []C, name func(C) string, apply func(C) error) error {
+	names := map[string]bool{}
+	for _, c := range configs {
+		if names[name(c)] {
+			return fmt.Errorf("%w: config %q given twice", errInvalidRequest, name(c))
+		}
+		names[name(c)] = true
+		if err := apply(c); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 type resourceKey struct {

@@ -28,18 +28,7 @@ func handleIncrementalAlterConfigs(s *Server, _ *conn, kreq kmsg.Request) (func(
 		sr := kmsg.NewIncrementalAlterConfigsResponseResource()
 		sr.ResourceType, sr.ResourceName = rr.ResourceType, rr.ResourceName
 		var ch retentionChange
-		var err error
-		names := map[string]bool{}
-		for _, c := range rr.Configs {
-			if names[c.Name] {
-				err = fmt.Errorf("%w: config %q given twice", errInvalidRequest, c.Name)
-				break
-			}
-			names[c.Name] = true
-			if err = ch.apply(c); err != nil {
-				break
-			}
-		}
+		err := applyConfigs(rr.Configs, func(c kmsg.IncrementalAlterConfigsRequestResourceConfig) string { return c.Name }, ch.apply)
 		if seen[resourceKey{rr.ResourceType, rr.ResourceName}] > 1 {
 			err = fmt.Errorf("%w: resource %q named twice in one request", errInvalidRequest, rr.ResourceName)
 		}
